@@ -1,0 +1,108 @@
+"""Run the book's notebooks at a budget and print their claims, time and peak memory.
+
+    python benchmarks/run_notebooks.py                 # every notebook, full budget
+    python benchmarks/run_notebooks.py --budget test book/00_start/first_model.ipynb
+
+Each notebook runs in a fresh kernel in its own process (so that its peak
+memory is its own), headless, in its own folder. The table lists, per claim,
+the bound for the budget, the measured value and whether it holds; then the
+notebook's wall time and the kernel's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def execute_one(notebook: Path, timeout: int) -> dict:
+    """Execute one notebook in a fresh kernel; return wall time and the kernel's peak RSS."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    )
+    start = time.perf_counter()
+    error = None
+    try:
+        client.execute()
+    except Exception as err:  # report, do not hide: the table shows it
+        error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak_kib / 1024, "error": error}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--budget", default="full", choices=["test", "full"])
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(execute_one(args.notebooks[0].resolve(), args.timeout)))
+        return 0
+
+    from fmbook.claims import load_thresholds
+    from tests.book_config import notebooks
+
+    chosen = [p.resolve() for p in args.notebooks] or notebooks()
+    claims_dir = Path(tempfile.mkdtemp(prefix="fmbook-claims-"))
+    env = dict(os.environ, FMBOOK_BUDGET=args.budget, FMBOOK_HEADLESS="1", FMBOOK_CLAIMS_DIR=str(claims_dir))
+    env.setdefault("MPLBACKEND", "Agg")
+    failures = 0
+    rows = []
+    for nb in chosen:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", "--timeout", str(args.timeout), str(nb)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode:
+            print(out.stderr, file=sys.stderr)
+            return out.returncode
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        name = nb.stem
+        thresholds_file = nb.with_name(f"{name}.claims.toml")
+        thresholds = load_thresholds(thresholds_file, args.budget) if thresholds_file.exists() else {}
+        record_file = claims_dir / f"{name}.{args.budget}.json"
+        measured = json.loads(record_file.read_text())["claims"] if record_file.exists() else {}
+        print(
+            f"\n{nb.relative_to(ROOT)}  budget={args.budget}  time={run['seconds']:.1f} s  "
+            f"peak memory={run['peak_mib']:.0f} MiB" + (f"  ERROR {run['error']}" if run["error"] else "")
+        )
+        failures += bool(run["error"])
+        print(f"  {'claim':<22} {'bound':<18} {'measured':>14}  unit")
+        for claim in sorted(set(thresholds) | set(measured)):
+            bound = thresholds.get(claim, {})
+            text = " ".join(f"{k} {v:g}" for k, v in bound.items()) or "(none)"
+            value = measured.get(claim, {}).get("value")
+            ok = value is not None and bound and bound.get("min", -1e300) <= value <= bound.get("max", 1e300)
+            failures += not ok
+            shown = f"{value:.4g}" if value is not None else "missing"
+            unit = measured.get(claim, {}).get("unit", "")
+            print(f"  {claim:<22} {text:<18} {shown:>14}  {unit:<12} {'ok' if ok else 'FAIL'}")
+            rows.append((name, claim, value, ok))
+    print(f"\n{len(chosen)} notebooks, {len(rows)} claims, {failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

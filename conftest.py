@@ -1,0 +1,16 @@
+"""Test settings shared by the unit tests and the notebooks (nbval).
+
+The notebooks run at the quick ``test`` budget unless FMBOOK_BUDGET says
+otherwise, headless (final figures, scrubbers instead of widgets), and write
+their claims and zoo cache to a fresh temporary folder unless told where.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("FMBOOK_BUDGET", "test")
+os.environ.setdefault("FMBOOK_HEADLESS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+_tmp = tempfile.mkdtemp(prefix="fmbook-tests-")
+os.environ.setdefault("FMBOOK_CLAIMS_DIR", os.path.join(_tmp, "claims"))
+os.environ.setdefault("FMBOOK_CACHE", os.path.join(_tmp, "cache"))

@@ -1,0 +1,282 @@
+r"""The one training loop of the book.
+
+:func:`fit` runs ``steps`` optimisation steps of a loss function on batches,
+with an optional linear warm-up followed by cosine decay of the learning rate,
+
+.. math::
+    \eta(s) = \begin{cases}
+        \eta_{\max}\, \frac{s + 1}{W} & s < W \\
+        \eta_{\min} + \tfrac12(\eta_{\max} - \eta_{\min})
+        \left(1 + \cos\frac{\pi (s - W)}{S - W}\right) & s \ge W,
+    \end{cases}
+
+optional gradient-norm clipping and periodic evaluation. In Jupyter it shows a
+progress bar and a live plot of the train and evaluation losses that redraws
+in place; headless (book build, nbval, scripts) it draws the final plot once
+and prints one summary line. Ctrl-C stops it cleanly: the model and the
+history so far are returned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from fmbook.runtime import headless
+
+
+@dataclass
+class History:
+    """What happened during :func:`fit`: losses per step, evaluations, timing."""
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.step)
+
+    def last_train_loss(self, window: int = 50) -> float:
+        """Mean train loss of the last ``window`` steps (NaN before any step)."""
+        tail = self.train_loss[-window:]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+    @property
+    def final_eval_loss(self) -> float:
+        return self.eval_loss[-1] if self.eval_loss else float("nan")
+
+
+def lr_at(step: int, steps: int, warmup: int = 0, min_ratio: float = 0.1) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of ``steps``: linear warm-up, then cosine.
+
+    Returns a factor in ``[min_ratio, 1]`` applied to each parameter group's base rate.
+    """
+    if steps < 1:
+        raise ValueError(f"lr_at: steps must be >= 1, got {steps}")
+    if not 0 <= warmup <= steps:
+        raise ValueError(f"lr_at: warmup must be in [0, steps={steps}], got {warmup}")
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ValueError(f"lr_at: min_ratio must be in [0, 1], got {min_ratio}")
+    if step < warmup:
+        return (step + 1) / warmup
+    decay_steps = max(1, steps - warmup)
+    progress = min(1.0, (step - warmup) / decay_steps)
+    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
+
+
+class LossPlot:
+    """Train and evaluation loss against step; redraws in place in Jupyter."""
+
+    def __init__(self, title: str | None = None, live: bool = True, every_s: float = 1.0):
+        import matplotlib.pyplot as plt
+
+        self.live = live
+        self.every_s = every_s
+        self.fig, self.ax = plt.subplots(figsize=(6.4, 3.2))
+        plt.close(self.fig)  # we display it ourselves; keep pyplot from showing it twice
+        self.title = title
+        self._handle = None
+        self._last = 0.0
+
+    def draw(self, history: History) -> None:
+        ax = self.ax
+        ax.clear()
+        if history.step:
+            ax.plot(history.step, history.train_loss, lw=0.8, alpha=0.4, color="C0", label="train (per step)")
+            ax.plot(history.step, _smooth(history.train_loss), lw=1.6, color="C0", label="train (smoothed)")
+        if history.eval_step:
+            ax.plot(history.eval_step, history.eval_loss, "o-", ms=3.5, color="C1", label="evaluation")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        if self.title:
+            ax.set_title(self.title)
+        if history.step or history.eval_step:
+            ax.legend(loc="upper right", frameon=False)
+        ax.grid(alpha=0.3)
+        self.fig.tight_layout()
+
+    def update(self, history: History, force: bool = False) -> None:
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        self.draw(history)
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(self.fig, display_id=True)
+        else:
+            self._handle.update(self.fig)
+
+    def finish(self, history: History) -> None:
+        self.draw(history)
+        if self.live and self._handle is not None:
+            self._handle.update(self.fig)
+            return
+        try:
+            from IPython.display import display
+
+            from fmbook.runtime import in_notebook
+
+            if in_notebook():
+                display(self.fig)
+        except ImportError:  # plain Python without IPython: nothing to show
+            pass
+
+
+def _smooth(values: list[float], beta: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average, as in Adam's first moment."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta**i))
+    return out
+
+
+def _batch_source(batches) -> Callable[[], object]:
+    if callable(batches):
+        return batches
+    if isinstance(batches, Iterable):
+        iterator = iter(batches)
+
+        def next_batch():
+            try:
+                return next(iterator)
+            except StopIteration:
+                raise ValueError("fit: the batches ran out before the last step") from None
+
+        return next_batch
+    raise TypeError(
+        f"fit: batches must be a callable returning a batch or an iterable of batches, "
+        f"got {type(batches).__name__}"
+    )
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
+    batches,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    *,
+    eval_fn: Callable[[torch.nn.Module], float] | None = None,
+    eval_every: int | None = None,
+    warmup: int = 0,
+    schedule: str | None = None,
+    min_lr_ratio: float = 0.1,
+    grad_clip: float | None = None,
+    plot: bool = True,
+    progress: bool = True,
+    title: str | None = None,
+) -> History:
+    """Train ``model`` for ``steps`` steps and return its :class:`History`.
+
+    Each step draws a batch (``batches()`` if callable, else the next item),
+    computes ``loss = loss_fn(model, batch)``, back-propagates, clips the
+    gradient norm to ``grad_clip`` if given and takes an optimizer step.
+    ``schedule="cosine"`` applies :func:`lr_at` with ``warmup`` steps;
+    ``eval_fn(model)`` runs under ``torch.no_grad()`` in eval mode every
+    ``eval_every`` steps and after the last one.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"fit: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"fit: steps must be a positive int, got {steps!r}")
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"fit: schedule must be None or 'cosine', got {schedule!r}")
+    if schedule is None and warmup:
+        raise ValueError("fit: warmup needs schedule='cosine'")
+    if eval_every is not None and (eval_every < 1 or eval_fn is None):
+        raise ValueError("fit: eval_every needs an eval_fn and must be >= 1")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"fit: grad_clip must be > 0 or None, got {grad_clip}")
+    if schedule == "cosine":
+        lr_at(0, steps, warmup, min_lr_ratio)  # validates warmup and min_lr_ratio
+
+    quiet = headless()
+    next_batch = _batch_source(batches)
+    history = History()
+    board = LossPlot(title=title, live=not quiet) if plot else None
+    bar = None
+    if progress and not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=title or "training", leave=True)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def evaluate(step: int) -> None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            value = float(eval_fn(model))
+        model.train(was_training)
+        history.eval_step.append(step)
+        history.eval_loss.append(value)
+
+    start = time.perf_counter()
+    model.train()
+    try:
+        for step in range(steps):
+            factor = lr_at(step, steps, warmup, min_lr_ratio) if schedule else 1.0
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            loss = loss_fn(model, next_batch())
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise TypeError("fit: loss_fn must return a scalar tensor")
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"fit: the loss became {value} at step {step}; try a lower learning rate "
+                    "or gradient clipping"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            history.step.append(step + 1)
+            history.train_loss.append(value)
+            history.lr.append(base_lrs[0] * factor)
+            if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+                evaluate(step + 1)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history.last_train_loss(20):.3f}", refresh=False)
+            if board is not None:
+                board.update(history)
+        if eval_fn is not None:
+            evaluate(steps)
+    except KeyboardInterrupt:
+        history.interrupted = True
+    finally:
+        history.seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+    if board is not None:
+        board.finish(history)
+    print(_summary(history, steps))
+    return history
+
+
+def _summary(history: History, steps: int) -> str:
+    parts = [f"{history.steps_done}/{steps} steps in {history.seconds:.1f} s"]
+    if history.train_loss:
+        parts.append(f"train loss {history.last_train_loss():.3f}")
+    if history.eval_loss:
+        parts.append(f"eval loss {history.final_eval_loss:.3f}")
+    if history.interrupted:
+        parts.append("interrupted: returning the model and history so far")
+    return " | ".join(parts)

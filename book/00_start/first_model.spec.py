@@ -199,7 +199,8 @@ that is $\mathcal{L}/\ln 2$: the model needs about
 next character, out of $\log_2 V$ for a blind guess.
 """),
 ("code", r"""
-claims.record("val_loss_bits", final / math.log(2), "bits/char")
+bits = claims.record("val_loss_bits", final / math.log(2), "bits/char")
+print(f"{bits:.2f} bits per character; a blind guess needs {math.log2(tokenizer.vocab_size):.2f}")
 """),
 ("md", r"""
 ## Let it write

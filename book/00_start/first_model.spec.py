@@ -79,10 +79,10 @@ The vocabulary has $V =$ {glue:text}`vocab_size:.0f` characters.
 ## What "good" means: two baselines
 
 We score a model by its {term}`cross-entropy` on the validation plays, the
-average surprise at each actual next character,
+average surprise at each actual next character, measured in {term}`nats`:
 
 $$
-\mathcal{L} = -\frac{1}{N}\sum_{t=1}^{N} \log p(x_t \mid x_{<t}) \quad \text{(in {term}`nats`)}.
+\mathcal{L} = -\frac{1}{N}\sum_{t=1}^{N} \log p(x_t \mid x_{<t}).
 $$
 
 Two models that need no training set the bar. The {term}`unigram model`

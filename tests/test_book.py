@@ -1,0 +1,76 @@
+"""Checks on the book itself: notebooks stored clean, set-up cells, table of contents, sources."""
+
+import re
+
+import nbformat
+import pytest
+import yaml
+
+from tests.book_config import ROOT, config, install_url, notebooks, setup_cell_source
+
+NOTEBOOKS = notebooks()
+IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_first_code_cell_installs_from_the_configured_repository(path):
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert install_url() in first.source
+    assert first.source == setup_cell_source()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_opens_with_a_title_and_has_claims_and_exercises(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert path.with_name(f"{path.stem}.claims.toml").exists(), "thresholds for the notebook's claims"
+    text = "\n".join(c.source for c in nb.cells)
+    assert f'claims.notebook("{path.stem}")' in text
+    assert "```{exercise}" in text and "```{solution}" in text and ":class: dropdown" in text
+
+
+def test_every_notebook_is_in_the_table_of_contents_and_every_entry_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = re.findall(r"file: (\S+)", (ROOT / "_toc.yml").read_text()) + [toc["root"]]
+    for f in files:
+        assert (ROOT / f"{f}.md").exists() or (ROOT / f"{f}.ipynb").exists(), f
+    for path in NOTEBOOKS:
+        assert str(path.relative_to(ROOT).with_suffix("")) in files, f"{path} is not in _toc.yml"
+
+
+def test_every_citation_has_a_bibliography_entry():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    sources = [p.read_text() for p in (ROOT / "book").rglob("*.md")] + [
+        "\n".join(c.source for c in nbformat.read(p, as_version=4).cells) for p in NOTEBOOKS
+    ]
+    cited = {
+        k.strip()
+        for s in sources
+        for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", s)
+        for k in group.split(",")
+    }
+    assert cited, "the book cites nothing"
+    assert cited <= keys, f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+def test_config_is_strict_and_keeps_the_repository_in_one_place():
+    cfg = config()
+    assert cfg["repository"]["url"].startswith("https://github.com/")
+    assert cfg["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert cfg["only_build_toc_files"] is True
+    assert "_vendor" in cfg["sphinx"]["config"]["html_extra_path"]
+    assert str(2026) in str(cfg["copyright"])
+    assert {"binderhub_url", "colab_url"} <= set(cfg["launch_buttons"])

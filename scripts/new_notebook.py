@@ -1,6 +1,6 @@
 """Write a notebook from a list of (kind, source) cells, stored without outputs.
 
-Used by chapter authors: ``python scripts/new_notebook.py spec.py out.ipynb``
+Used by chapter authors to start a notebook: ``python scripts/new_notebook.py spec.py out.ipynb``
 where ``spec.py`` defines ``CELLS = [("md", "..."), ("code", "..."), ...]``.
 The Colab/Binder set-up cell is inserted after the title, from ``_config.yml``.
 """

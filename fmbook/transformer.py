@@ -41,32 +41,114 @@ class GPTConfig:
         return asdict(self)
 
 
-class CausalSelfAttention(nn.Module):
-    r"""Multi-head self-attention where position :math:`t` sees positions :math:`\le t`.
+def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean ``(T, T)`` mask, True where query ``i`` may attend to key ``j``, i.e. ``j <= i``."""
+    if T < 1:
+        raise ValueError(f"causal_mask: T must be >= 1, got {T}")
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
-    .. math:: \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V,
 
-    with :math:`M_{ij} = -\infty` for :math:`j > i` (the causal mask).
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Attention, written out: returns the output and the attention weights.
+
+    .. math:: \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V
+
+    ``q`` has shape ``(..., T_q, d_k)``, ``k`` ``(..., T_k, d_k)``, ``v``
+    ``(..., T_k, d_v)``; ``mask`` is boolean, broadcastable to ``(..., T_q, T_k)``,
+    True where attending is allowed (:math:`M = 0`) and False where it is not
+    (:math:`M = -\infty`). Vaswani et al. (2017), section 3.2.1.
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"attention: q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) must agree; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"attention: mask must be boolean (True = may attend), got {mask.dtype}")
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, one ``(k, v)`` pair per layer.
+
+    With a cache, generating a token costs one position's worth of work per
+    layer instead of recomputing the whole context.
     """
 
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+    def __init__(self, n_layer: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[-2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        past = self.layers[layer]
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+
+class MultiHeadAttention(nn.Module):
+    r"""Multi-head self-attention, causal (GPT) or bidirectional (BERT).
+
+    :math:`\mathrm{head}_h = \mathrm{Attention}(XW^Q_h, XW^K_h, XW^V_h)`, the
+    heads concatenated and projected by :math:`W^O`. The forward pass uses
+    PyTorch's fused kernel; ``need_weights=True`` uses
+    :func:`scaled_dot_product_attention` and also returns the weights.
+    """
+
+    def __init__(
+        self, n_embd: int, n_head: int, causal: bool = True, dropout: float = 0.0, bias: bool = True
+    ):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"MultiHeadAttention: n_embd={n_embd} must be divisible by n_head={n_head}")
+        self.n_head, self.causal, self.dropout = n_head, causal, dropout
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        need_weights: bool = False,
+        padding_mask: torch.Tensor | None = None,
+    ):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, d_k)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        T_k = k.shape[-2]
+        mask = None
+        if self.causal and (T > 1 or need_weights):
+            # query i sits at absolute position T_k - T + i and may see keys 0 .. that position
+            mask = causal_mask(T_k, x.device)[T_k - T :]
+        if padding_mask is not None:  # (B, T_k), True for real tokens
+            keys = padding_mask[:, None, None, :]
+            mask = keys if mask is None else mask & keys
+        if need_weights:
+            y, weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
+            weights = None
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.proj(y))
+        y = self.resid_dropout(self.proj(y))
+        return (y, weights) if need_weights else y
 
 
 class MLP(nn.Module):
@@ -85,15 +167,15 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, causal: bool = True):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, causal, config.dropout, config.bias)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, **kw) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, **kw)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -147,22 +229,45 @@ class GPT(nn.Module):
                 f"GPT: {argname} has length {idx.shape[1]}, longer than block_size={self.config.block_size}"
             )
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits ``(B, T, V)`` and, given ``targets``, the mean next-token cross-entropy.
+
+        With a :class:`KVCache`, ``idx`` continues the cached positions: only
+        the new tokens are computed, and the cache grows by ``T``.
+        """
         self._check_idx(idx)
         if targets is not None and targets.shape != idx.shape:
             raise ValueError(
                 f"GPT: targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}"
             )
+        start = cache.length if cache is not None else 0
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"GPT: the cache holds {start} positions; {T} more exceed block_size={self.config.block_size}"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        for block in self.blocks:
-            x = block(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every layer and head: shape ``(L, B, H, T, T)``."""
+        self._check_idx(idx)
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        maps = []
+        for block in self.blocks:
+            y, weights = block.attn(block.ln_1(x), need_weights=True)
+            x = x + y
+            x = x + block.mlp(block.ln_2(x))
+            maps.append(weights)
+        return torch.stack(maps)
 
     @torch.no_grad()
     def generate(
@@ -171,34 +276,65 @@ class GPT(nn.Module):
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        r"""Append ``max_new_tokens`` tokens sampled from :math:`\mathrm{softmax}(z / \tau)`.
+        r"""Append ``max_new_tokens`` tokens, each sampled from :math:`\mathrm{softmax}(z / \tau)`.
 
         ``temperature`` :math:`\tau > 0` sharpens (< 1) or flattens (> 1) the
-        distribution; ``top_k`` keeps only the ``k`` most likely tokens. The
-        context is cropped to the last ``block_size`` tokens.
+        distribution; ``top_k`` keeps the ``k`` most likely tokens; ``top_p``
+        keeps the smallest set of most likely tokens whose probabilities sum to
+        at least ``p`` (nucleus sampling, Holtzman et al. 2020).
+
+        Without the cache every step recomputes the last ``block_size`` tokens.
+        With it (``use_cache=True``) each step computes only the newest token;
+        when the context fills the block, the cache restarts from the last
+        ``block_size // 2`` tokens. Both give the same tokens as long as the
+        whole sequence fits in ``block_size``.
         """
+        if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] < 1:
+            raise ValueError("generate: idx must be a (batch, time) tensor with at least one token")
         self._check_idx(idx[:, -self.config.block_size :])
         if not temperature > 0:
             raise ValueError(f"generate: temperature must be > 0, got {temperature}")
-        if top_k is not None and not 1 <= top_k:
+        if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
             raise ValueError(f"generate: top_k must be >= 1 (or None), got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"generate: top_p must be in (0, 1] (or None), got {top_p}")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
         was_training = self.training
         self.eval()
+        block = self.config.block_size
+        cache, fresh = None, idx[:, -block:]
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size :])
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits, dim=-1)
-            if generator is not None and generator.device != probs.device:
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
+            if use_cache:
+                if cache is None or cache.length >= block:
+                    keep = block // 2 if cache is not None else block
+                    cache, fresh = KVCache(self.config.n_layer), idx[:, -keep:]
+                logits, _ = self(fresh, cache=cache)
             else:
-                nxt = torch.multinomial(probs, 1, generator=generator)
+                logits, _ = self(idx[:, -block:])
+            nxt = self._sample(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, nxt], dim=1)
+            fresh = nxt
         self.train(was_training)
         return idx
+
+    @staticmethod
+    def _sample(logits, temperature, top_k, top_p, generator):
+        logits = logits / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = F.softmax(logits, dim=-1)
+        if top_p is not None:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # drop a token if the tokens before it already reach top_p
+            drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        if generator is not None and generator.device != probs.device:
+            return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
+        return torch.multinomial(probs, 1, generator=generator)

@@ -79,3 +79,108 @@ def test_config_rejects_bad_sizes(kw, match):
     args = {"vocab_size": 11, "n_head": 2, "n_embd": 16} | kw
     with pytest.raises(ValueError, match=match):
         GPTConfig(**args)
+
+
+from fmbook.transformer import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention  # noqa: E402
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_written_out_attention_equals_pytorch(causal):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 5, generator=g) for _ in range(3))
+    mask = causal_mask(7) if causal else None
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 7))
+    if causal:
+        assert torch.all(weights.triu(1) == 0)
+
+
+def test_attention_known_value():
+    # one query, two keys: scores (q.k)/sqrt(d) = (0, 2/sqrt(2)) -> softmax weights by hand
+    q = torch.tensor([[[1.0, 1.0]]])
+    k = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    v = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    out, w = scaled_dot_product_attention(q, k, v)
+    e = torch.exp(torch.tensor(2 / 2**0.5))
+    torch.testing.assert_close(w, torch.tensor([[[1 / (1 + e), e / (1 + e)]]]))
+    torch.testing.assert_close(out, w)
+
+
+def test_attention_rejects_bad_shapes_and_masks():
+    with pytest.raises(ValueError, match="must agree"):
+        scaled_dot_product_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+    with pytest.raises(TypeError, match="boolean"):
+        scaled_dot_product_attention(
+            torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.ones(2, 2)
+        )
+    with pytest.raises(ValueError, match="T must be >= 1"):
+        causal_mask(0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_multi_head_attention_weights_path_equals_fused_path(causal):
+    fmbook.seed(0)
+    mha = MultiHeadAttention(16, 4, causal=causal)
+    x = torch.randn(2, 9, 16)
+    y_weights, w = mha(x, need_weights=True)
+    torch.testing.assert_close(mha(x), y_weights)
+    assert w.shape == (2, 4, 9, 9)
+
+
+def test_bidirectional_attention_sees_the_future():
+    fmbook.seed(0)
+    mha = MultiHeadAttention(8, 2, causal=False)
+    a = torch.randn(1, 6, 8)
+    b = a.clone()
+    b[0, -1] += 1.0
+    assert not torch.allclose(mha(a)[:, 0], mha(b)[:, 0])
+
+
+def test_kv_cache_gives_the_same_logits_as_the_full_pass():
+    fmbook.seed(0)
+    model = tiny().eval()
+    idx = torch.randint(11, (2, 12))
+    full, _ = model(idx)
+    cache = KVCache(model.config.n_layer)
+    first, _ = model(idx[:, :5], cache=cache)
+    steps = [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 12
+    with pytest.raises(ValueError, match="exceed block_size"):
+        model(torch.zeros(2, 5, dtype=torch.long), cache=cache)
+
+
+def test_greedy_generation_is_identical_with_and_without_cache():
+    fmbook.seed(0)
+    model = tiny()
+    idx = torch.randint(11, (2, 3))
+    with_cache = model.generate(idx, 13, top_k=1, use_cache=True)
+    without = model.generate(idx, 13, top_k=1, use_cache=False)
+    assert torch.equal(with_cache, without)
+    long = model.generate(idx, 40, top_k=1, use_cache=True)  # past block_size: the cache restarts
+    assert long.shape == (2, 43)
+
+
+def test_top_p_keeps_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = {GPT._sample(logits, 1.0, None, 0.75, g).item() for _ in range(200)}
+    assert draws == {0, 1}  # 0.5 + 0.3 reaches 0.75; tokens 2 and 3 are cut
+    draws = {GPT._sample(logits, 1.0, None, 0.01, g).item() for _ in range(50)}
+    assert draws == {0}  # a tiny nucleus is greedy
+
+
+def test_top_p_rejects_out_of_range():
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        tiny().generate(torch.zeros(1, 2, dtype=torch.long), 1, top_p=1.5)
+
+
+def test_attention_maps_shape_and_causality():
+    fmbook.seed(0)
+    model = tiny().eval()
+    maps = model.attention_maps(torch.randint(11, (1, 10)))
+    assert maps.shape == (2, 1, 2, 10, 10)
+    assert torch.all(maps.triu(1) == 0)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 1, 2, 10))

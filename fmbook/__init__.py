@@ -17,6 +17,8 @@ _SUBMODULES = (
     "budget",
     "claims",
     "data",
+    "lm",
+    "objectives",
     "runtime",
     "tokenizers",
     "train",

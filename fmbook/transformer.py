@@ -17,7 +17,8 @@ from torch import nn
 
 @dataclass
 class GPTConfig:
-    """Sizes of a :class:`GPT`: vocabulary ``V``, context ``T``, ``L`` layers, ``H`` heads, width ``d``."""
+    """Sizes of a :class:`GPT` or :class:`BERT`: vocabulary ``V``, context ``T``, ``L`` layers,
+    ``H`` heads, width ``d``."""
 
     vocab_size: int
     block_size: int = 64
@@ -229,6 +230,14 @@ class GPT(nn.Module):
                 f"GPT: {argname} has length {idx.shape[1]}, longer than block_size={self.config.block_size}"
             )
 
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(B, T, d)``, after the last LayerNorm: the input of the output layer."""
+        self._check_idx(idx)
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits ``(B, T, V)`` and, given ``targets``, the mean next-token cross-entropy.
 
@@ -338,3 +347,43 @@ class GPT(nn.Module):
         if generator is not None and generator.device != probs.device:
             return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
         return torch.multinomial(probs, 1, generator=generator)
+
+
+BERTConfig = GPTConfig
+
+
+class BERT(GPT):
+    r"""A bidirectional encoder trained to fill in masked tokens (Devlin et al. 2019).
+
+    The same embeddings, blocks and tied output layer as :class:`GPT`, with
+    one difference: attention is not masked, so every position sees the whole
+    sequence. ``forward(idx, labels)`` returns the logits at every position
+    and the masked-token loss over the positions whose label is not ``-100``.
+    It cannot generate left to right: it was never asked to predict a token
+    from the left side alone.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        for block in self.blocks:
+            block.attn.causal = False
+
+    def forward(self, idx: torch.Tensor, labels: torch.Tensor | None = None, padding_mask=None):
+        from fmbook.objectives import masked_token_loss
+
+        self._check_idx(idx)
+        if labels is not None and labels.shape != idx.shape:
+            raise ValueError(
+                f"BERT: labels must have the shape of idx {tuple(idx.shape)}, got {tuple(labels.shape)}"
+            )
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device)))
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, (masked_token_loss(logits, labels) if labels is not None else None)
+
+    def generate(self, *args, **kwargs):
+        raise NotImplementedError(
+            "BERT does not generate left to right: it predicts masked tokens from both sides. "
+            "Use fmbook.transformer.GPT for generation."
+        )

@@ -37,7 +37,8 @@ MAGIC = b"FMBOOK-ZOO 1 sha256="
 @dataclass(frozen=True)
 class Recipe:
     """How to make a zoo model: ``config()`` (may depend on the budget), ``build(config)``
-    returning a fresh ``nn.Module``, and ``train(model, config)`` training it in place."""
+    returning a fresh ``nn.Module``, and ``train(model, config)`` training it in place
+    and returning a dict of plain values to keep beside the weights (or None)."""
 
     name: str
     config: Callable[[], dict]
@@ -49,7 +50,10 @@ class Recipe:
 _RECIPES: dict[str, Recipe] = {}
 # Recipes defined by the chapters' modules, imported the first time they are asked for:
 # name -> "module:attribute" of a Recipe.
-_BUILTIN: dict[str, str] = {}
+_BUILTIN: dict[str, str] = {
+    "gpt-shakespeare": "fmbook.lm:GPT_SHAKESPEARE",
+    "bert-shakespeare": "fmbook.lm:BERT_SHAKESPEARE",
+}
 
 
 def register(
@@ -143,17 +147,26 @@ def read(file: Path) -> dict:
         raise CorruptCacheError(f"{file}: cannot be read ({err})") from err
 
 
-def load(name: str, *, retrain: bool = False, device: torch.device | str | None = None) -> torch.nn.Module:
+def load(
+    name: str,
+    *,
+    retrain: bool = False,
+    device: torch.device | str | None = None,
+    with_meta: bool = False,
+):
     """Model ``name`` trained at the current budget, from the cache or trained now.
 
     The model comes back in eval mode on ``device`` (default :func:`fmbook.device`).
+    ``with_meta=True`` returns ``(model, meta)``, where ``meta`` is the dict
+    that the recipe's ``train`` returned (its loss history, say), saved with
+    the weights, plus ``"cached"``: whether the model came from the cache.
     """
     from fmbook.runtime import device as default_device
 
     r = recipe(name)
     config = r.config()
     file = path(name)
-    model = None
+    model, meta = None, {}
     if file.exists() and not retrain:
         try:
             payload = read(file)
@@ -162,13 +175,20 @@ def load(name: str, *, retrain: bool = False, device: torch.device | str | None 
             else:
                 model = r.build(config)
                 model.load_state_dict(payload["state_dict"])
+                meta = dict(payload.get("meta") or {}, cached=True)
         except CorruptCacheError as err:
             warnings.warn(f"zoo: ignoring the damaged cache file ({err}); retraining", stacklevel=2)
             file.unlink(missing_ok=True)
     target = torch.device(device) if device is not None else default_device()
     if model is None:
         model = r.build(config).to(target)
-        r.train(model, config)
+        meta = r.train(model, config) or {}
+        if not isinstance(meta, dict):
+            raise TypeError(f"zoo: the train function of {name!r} must return a dict or None")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save(file, {"name": name, "budget": budget.name(), "config": config, "state_dict": state})
-    return model.to(target).eval()
+        save(
+            file, {"name": name, "budget": budget.name(), "config": config, "state_dict": state, "meta": meta}
+        )
+        meta = dict(meta, cached=False)
+    model = model.to(target).eval()
+    return (model, meta) if with_meta else model

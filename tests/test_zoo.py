@@ -145,3 +145,17 @@ def test_weights_only_load_refuses_arbitrary_objects(tmp_path):
         zoo.save(tmp_path / "evil.fmz", {"x": Evil()})
     with pytest.raises(zoo.CorruptCacheError, match="cannot be read"):
         zoo.read(tmp_path / "evil.fmz")
+
+
+def test_meta_is_saved_and_reloaded():
+    recipe = zoo.recipe("tiny-test")
+
+    def train(model, config):
+        recipe.train(model, config)
+        return {"history": [3.0, 2.0, 1.5]}
+
+    zoo.register("tiny-test", config=recipe.config, build=recipe.build, train=train)
+    _, meta = zoo.load("tiny-test", with_meta=True)
+    assert meta == {"history": [3.0, 2.0, 1.5], "cached": False}
+    _, meta = zoo.load("tiny-test", with_meta=True)
+    assert meta == {"history": [3.0, 2.0, 1.5], "cached": True}

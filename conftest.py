@@ -15,3 +15,12 @@ os.environ.setdefault("FMBOOK_CLAIMS_DIR", os.path.join(_tmp, "claims"))
 os.environ.setdefault("FMBOOK_CACHE", os.path.join(_tmp, "cache"))
 # Notebook kernels inherit this environment: keep the inline backend, so figures are images.
 os.environ.pop("MPLBACKEND", None)
+
+# With pytest-xdist (two workers on two cores), one thread per worker and per
+# notebook kernel: oversubscribed cores make torch many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)

@@ -20,6 +20,7 @@ _SUBMODULES = (
     "lm",
     "objectives",
     "runtime",
+    "scaling",
     "tokenizers",
     "train",
     "transformer",

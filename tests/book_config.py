@@ -40,3 +40,24 @@ def notebooks() -> list[Path]:
         for p in (ROOT / "book").rglob("*.ipynb")
         if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts
     )
+
+
+def toc_documents() -> list[str]:
+    """Document paths (without suffix) of every entry of _toc.yml, in reading order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                pages.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return pages
+
+
+def notebooks_in_reading_order() -> list[Path]:
+    return [ROOT / f"{doc}.ipynb" for doc in toc_documents() if (ROOT / f"{doc}.ipynb").exists()]

@@ -23,11 +23,9 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.book_config import config  # noqa: E402
+from tests.book_config import config, toc_documents  # noqa: E402
 
 KNOWN_ERRORS = ("THEBE_JS_URL",)
 LAUNCH_ARGS = [
@@ -43,20 +41,7 @@ LAUNCH_ARGS = [
 
 def toc_pages() -> list[str]:
     """Document paths (without suffix) of every entry of _toc.yml, root first."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return pages
+    return toc_documents()
 
 
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:

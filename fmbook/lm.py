@@ -61,14 +61,17 @@ def recipe_config(kind: str) -> dict:
         raise ValueError(f"recipe_config: kind must be 'gpt' or 'bert', got {kind!r}")
     data = char_data()
     small = budget.is_test()
-    gpt_layers = 2 if small else 4
-    gpt_steps = budget.pick(test=300, full=1000, gpu=5000)
-    # BERT learns from the 15% of positions it hides, so it needs more steps; half
-    # the depth for twice the steps keeps the training compute of the two equal.
+    gpt_layers, gpt_steps = (2, 300) if small else (3, budget.pick(test=300, full=1300, gpu=5000))
+    # BERT learns only from the 15% of positions it hides, so it needs more steps than
+    # the GPT: at full budget it gets fewer layers and proportionally more steps, the
+    # same training compute (layers x steps) as the GPT.
+    bert_layers = 2
+    layers = gpt_layers if kind == "gpt" else bert_layers
+    steps = gpt_steps if kind == "gpt" else (600 if small else gpt_steps * gpt_layers // bert_layers)
     model = {
         "vocab_size": data.vocab_size + (kind == "bert"),
         "block_size": 64,
-        "n_layer": gpt_layers if kind == "gpt" or small else gpt_layers // 2,
+        "n_layer": layers,
         "n_head": 4,
         "n_embd": 64 if small else 128,
         "dropout": 0.0,
@@ -76,9 +79,9 @@ def recipe_config(kind: str) -> dict:
     }
     return {
         "model": model,
-        "steps": gpt_steps if kind == "gpt" else 2 * gpt_steps,
+        "steps": steps,
         "batch_size": budget.pick(test=32, full=32, gpu=64),
-        "lr": 3e-3,
+        "lr": 4e-3,
         "weight_decay": 0.1,
         "seed": 0,
     }

@@ -171,17 +171,9 @@ def train(kind: str):
     return run
 
 
-GPT_SHAKESPEARE = Recipe(
-    "gpt-shakespeare",
-    config=lambda: recipe_config("gpt"),
-    build=_build("gpt"),
-    train=train("gpt"),
-    description="causal character-level GPT trained on the training plays",
-)
-BERT_SHAKESPEARE = Recipe(
-    "bert-shakespeare",
-    config=lambda: recipe_config("bert"),
-    build=_build("bert"),
-    train=train("bert"),
-    description="masked character-level BERT trained on the training plays",
-)
+def _recipe(kind: str, description: str) -> Recipe:
+    return Recipe(f"{kind}-shakespeare", lambda: recipe_config(kind), _build(kind), train(kind), description)
+
+
+GPT_SHAKESPEARE = _recipe("gpt", "causal character-level GPT trained on the training plays")
+BERT_SHAKESPEARE = _recipe("bert", "masked character-level BERT trained on the training plays")

@@ -17,6 +17,7 @@ _SUBMODULES = (
     "budget",
     "claims",
     "data",
+    "diffusion",
     "lm",
     "objectives",
     "runtime",

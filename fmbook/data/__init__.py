@@ -1,4 +1,4 @@
-"""Data for the book, all offline: the Shakespeare corpus and batching.
+"""Data for the book, all offline: the Shakespeare corpus, batching, the table of models.
 
 Later chapters add the 8x8 digits, photographs and toy 2-D sets here.
 """
@@ -13,9 +13,12 @@ from fmbook.data.shakespeare import (
     plays,
     strip_markdown,
 )
+from fmbook.data.timeline import ModelRecord, models
 
 __all__ = [
     "GENRES",
+    "ModelRecord",
+    "models",
     "VALIDATION_PLAYS",
     "Play",
     "corpus",

@@ -78,3 +78,114 @@ class NoiseSchedule:
         if t.ndim == 1:
             abar = abar.view(-1, *([1] * (x0.ndim - 1)))
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    # -- the reverse process ------------------------------------------------------------
+
+    def _abar_prev(self, t: torch.Tensor) -> torch.Tensor:
+        """:math:`\\bar\\alpha_{t-1}` for index ``t``, with :math:`\\bar\\alpha` of "before step 0" equal to 1."""
+        prev = torch.cat([torch.ones(1, dtype=self.alphas_cumprod.dtype), self.alphas_cumprod[:-1]])
+        return prev[t]
+
+    def _check_t(self, t, name: str = "t") -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.long)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.T):
+            raise ValueError(f"{name} must be in [0, T) = [0, {self.T}), got {t.tolist()}")
+        return t
+
+    def _per_example(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        values = values.to(dtype=like.dtype, device=like.device)
+        return values.view(-1, *([1] * (like.ndim - 1))) if t.ndim == 1 else values
+
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+        """Invert the jump: :math:`\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon) / \\sqrt{\\bar\\alpha_t}`."""
+        if eps.shape != x_t.shape:
+            raise ValueError(
+                f"predict_x0_from_eps: eps must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}"
+            )
+        t = self._check_t(t)
+        abar = self._per_example(self.alphas_cumprod[t], t, x_t)
+        return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of :math:`q(x_{t-1} \\mid x_t, x_0)` (Ho et al. 2020, eq. 6-7):
+
+        .. math::
+            \\tilde\\mu_t = \\frac{\\sqrt{\\bar\\alpha_{t-1}}\\,\\beta_t}{1-\\bar\\alpha_t} x_0
+            + \\frac{\\sqrt{\\alpha_t}\\,(1-\\bar\\alpha_{t-1})}{1-\\bar\\alpha_t} x_t,
+            \\qquad \\tilde\\beta_t = \\frac{1-\\bar\\alpha_{t-1}}{1-\\bar\\alpha_t}\\,\\beta_t .
+        """
+        if x0.shape != x_t.shape:
+            raise ValueError(
+                f"posterior: x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}"
+            )
+        t = self._check_t(t)
+        abar, abar_prev = self.alphas_cumprod[t], self._abar_prev(t)
+        beta, alpha = self.betas[t], self.alphas[t]
+        coef_x0 = self._per_example(abar_prev.sqrt() * beta / (1 - abar), t, x0)
+        coef_xt = self._per_example(alpha.sqrt() * (1 - abar_prev) / (1 - abar), t, x0)
+        variance = self._per_example((1 - abar_prev) / (1 - abar) * beta, t, x0)
+        return coef_x0 * x0 + coef_xt * x_t, variance.expand_as(x0)
+
+    def ddpm_step(
+        self, x_t: torch.Tensor, t: int, eps: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One ancestral step :math:`x_t \\to x_{t-1}` of DDPM: the posterior mean with
+        :math:`\\hat x_0` from the predicted noise, plus :math:`\\sqrt{\\tilde\\beta_t}\\,z` (no noise at the last step)."""
+        if not isinstance(t, int):
+            raise TypeError(
+                f"ddpm_step: t must be an int (one step for the whole batch), got {type(t).__name__}"
+            )
+        x0 = self.predict_x0_from_eps(x_t, t, eps)
+        mean, variance = self.posterior(x0, x_t, t)
+        if t == 0 or noise is None:
+            return mean
+        return mean + variance.sqrt() * noise
+
+    def ddim_step(
+        self,
+        x_t: torch.Tensor,
+        t: int,
+        s: int,
+        eps: torch.Tensor,
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample), Song et al. (2021), eq. 12:
+
+        .. math::
+            x_s = \\sqrt{\\bar\\alpha_s}\\,\\hat x_0 + \\sqrt{1 - \\bar\\alpha_s - \\sigma^2}\\,\\epsilon + \\sigma z,
+            \\qquad \\sigma = \\eta \\sqrt{\\frac{1-\\bar\\alpha_s}{1-\\bar\\alpha_t}}\\sqrt{1-\\frac{\\bar\\alpha_t}{\\bar\\alpha_s}} .
+
+        ``eta = 0`` is deterministic; ``eta = 1`` between consecutive steps is DDPM's posterior variance.
+        """
+        if not isinstance(t, int) or not isinstance(s, int) or not -1 <= s < t < self.T:
+            raise ValueError(f"ddim_step: need integers -1 <= s < t < T = {self.T}, got t={t!r}, s={s!r}")
+        if eta < 0:
+            raise ValueError(f"ddim_step: eta must be >= 0, got {eta}")
+        x0 = self.predict_x0_from_eps(x_t, t, eps)
+        abar_t = self.alphas_cumprod[t].item()
+        abar_s = 1.0 if s < 0 else self.alphas_cumprod[s].item()
+        sigma = eta * math.sqrt((1 - abar_s) / (1 - abar_t)) * math.sqrt(1 - abar_t / abar_s)
+        x_s = math.sqrt(abar_s) * x0 + math.sqrt(max(1 - abar_s - sigma**2, 0.0)) * eps
+        if sigma > 0 and noise is not None:
+            x_s = x_s + sigma * noise
+        return x_s
+
+
+def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): :math:`\\tilde\\epsilon = (1 + w)\\,\\epsilon(x, c) - w\\,\\epsilon(x)`."""
+    if w < 0:
+        raise ValueError(f"guided_eps: the guidance scale w must be >= 0, got {w}")
+    if eps_cond.shape != eps_uncond.shape:
+        raise ValueError(
+            f"guided_eps: conditional and unconditional predictions differ in shape: "
+            f"{tuple(eps_cond.shape)} and {tuple(eps_uncond.shape)}"
+        )
+    return (1 + w) * eps_cond - w * eps_uncond
+
+
+def sampling_steps(T: int, n: int) -> list[int]:
+    """``n`` evenly spaced step indices from ``T - 1`` down to 0: the sub-sequence a DDIM sampler visits."""
+    if not 1 <= n <= T:
+        raise ValueError(f"sampling_steps: the number of steps must be in [1, T = {T}], got {n}")
+    return sorted({round(i * (T - 1) / max(n - 1, 1)) for i in range(n)}, reverse=True)

@@ -55,3 +55,94 @@ def test_bad_input():
         s.q_sample(torch.zeros(2), 1, torch.zeros(3))
     with pytest.raises(ValueError, match="one t per example"):
         s.q_sample(torch.zeros(2, 4), torch.tensor([1, 2, 3]), torch.zeros(2, 4))
+
+
+def gaussian_posterior(s, x0, xt, t):
+    """Independent derivation: condition the joint Gaussian of (x_{t-1}, x_t) given x0."""
+    abar_prev = 1.0 if t == 0 else s.alphas_cumprod[t - 1].item()
+    alpha = s.alphas[t].item()
+    # x_{t-1} ~ N(sqrt(abar_prev) x0, 1 - abar_prev); x_t = sqrt(alpha) x_{t-1} + sqrt(1 - alpha) e
+    var_prev = 1 - abar_prev
+    var_t = alpha * var_prev + (1 - alpha)
+    cov = math.sqrt(alpha) * var_prev
+    mean_prev, mean_t = math.sqrt(abar_prev) * x0, math.sqrt(alpha * abar_prev) * x0
+    mean = mean_prev + cov / var_t * (xt - mean_t)
+    variance = var_prev - cov**2 / var_t
+    return mean, variance
+
+
+@pytest.mark.parametrize("t", [0, 1, 10, 500, 999])
+def test_posterior_matches_gaussian_conditioning(t):
+    s = NoiseSchedule.linear()
+    x0, xt = torch.tensor([0.3, -0.8], dtype=torch.float64), torch.tensor([1.1, 0.2], dtype=torch.float64)
+    mean, variance = s.posterior(x0, xt, t)
+    for i in range(2):
+        m, v = gaussian_posterior(s, x0[i].item(), xt[i].item(), t)
+        assert mean[i].item() == pytest.approx(m, rel=1e-9, abs=1e-12)
+        assert variance[i].item() == pytest.approx(v, rel=1e-9, abs=1e-15)
+
+
+def test_predict_x0_inverts_q_sample():
+    s = NoiseSchedule.cosine(T=50)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = (
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+    )
+    t = torch.tensor([0, 10, 25, 49])
+    torch.testing.assert_close(s.predict_x0_from_eps(s.q_sample(x0, t, eps), t, eps), x0)
+
+
+def test_ddpm_step_is_the_epsilon_form_of_ho_et_al():
+    s = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(1)
+    xt, eps = (
+        torch.randn(5, generator=g, dtype=torch.float64),
+        torch.randn(5, generator=g, dtype=torch.float64),
+    )
+    for t in (999, 300, 1):
+        a, ab = s.alphas[t], s.alphas_cumprod[t]
+        expected = (xt - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt()  # Algorithm 2, without noise
+        torch.testing.assert_close(s.ddpm_step(xt, t, eps), expected)
+
+
+def test_ddim_eta_one_between_neighbours_has_the_ddpm_variance_and_eta_zero_is_deterministic():
+    s = NoiseSchedule.linear()
+    xt, eps = torch.full((1,), 0.5, dtype=torch.float64), torch.full((1,), -0.2, dtype=torch.float64)
+    t = 400
+    x0 = s.predict_x0_from_eps(xt, t, eps)
+    _, beta_tilde = s.posterior(x0, xt, t)
+    plus = s.ddim_step(xt, t, t - 1, eps, eta=1.0, noise=torch.ones(1, dtype=torch.float64))
+    base = s.ddim_step(xt, t, t - 1, eps, eta=1.0, noise=torch.zeros(1, dtype=torch.float64))
+    assert (plus - base).item() == pytest.approx(beta_tilde.sqrt().item(), rel=1e-9)
+    assert torch.equal(s.ddim_step(xt, t, 100, eps), s.ddim_step(xt, t, 100, eps, noise=torch.ones(1)))
+    # to the end (s = -1) with eta = 0 the result is x0-hat
+    torch.testing.assert_close(s.ddim_step(xt, t, -1, eps), x0)
+
+
+def test_guidance_and_step_sequences():
+    from fmbook.diffusion import guided_eps, sampling_steps
+
+    c, u = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0])
+    torch.testing.assert_close(guided_eps(c, u, 0.0), c)
+    torch.testing.assert_close(guided_eps(c, u, 2.0), 3 * c - 2 * u)
+    assert sampling_steps(1000, 1000) == list(range(999, -1, -1))
+    steps = sampling_steps(1000, 50)
+    assert len(steps) == 50 and steps[0] == 999 and steps[-1] == 0
+    with pytest.raises(ValueError, match="guidance scale w must be >= 0"):
+        guided_eps(c, u, -1.0)
+    with pytest.raises(ValueError, match=r"must be in \[1, T = 1000\]"):
+        sampling_steps(1000, 2000)
+
+
+def test_sampler_steps_reject_bad_input():
+    s = NoiseSchedule.linear(T=10)
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="need integers -1 <= s < t < T = 10"):
+        s.ddim_step(x, 5, 5, x)
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        s.ddim_step(x, 5, 2, x, eta=-0.1)
+    with pytest.raises(TypeError, match="t must be an int"):
+        s.ddpm_step(x, torch.tensor([1, 2]), x)
+    with pytest.raises(ValueError, match="must have the same shape"):
+        s.posterior(torch.zeros(2), torch.zeros(3), 1)

@@ -19,6 +19,7 @@ _SUBMODULES = (
     "data",
     "diffusion",
     "lm",
+    "metrics",
     "objectives",
     "runtime",
     "scaling",

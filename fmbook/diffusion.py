@@ -189,3 +189,82 @@ def sampling_steps(T: int, n: int) -> list[int]:
     if not 1 <= n <= T:
         raise ValueError(f"sampling_steps: the number of steps must be in [1, T = {T}], got {n}")
     return sorted({round(i * (T - 1) / max(n - 1, 1)) for i in range(n)}, reverse=True)
+
+
+class SinusoidalEmbedding(torch.nn.Module):
+    """The step ``t`` as sines and cosines of geometrically spaced frequencies (Vaswani et al. 2017)."""
+
+    def __init__(self, dim: int, T: int):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"SinusoidalEmbedding: dim must be an even number >= 2, got {dim}")
+        self.T = T
+        self.register_buffer(
+            "freqs", torch.exp(-math.log(1000.0) * torch.arange(dim // 2) / (dim // 2)), persistent=False
+        )
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = (t.float() / self.T * 1000.0)[:, None] * self.freqs[None]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class MLPDenoiser(torch.nn.Module):
+    """A noise predictor :math:`\\epsilon_\\theta(x_t, t)` for points in :math:`\\mathbb{R}^d`: an MLP on ``[x_t, emb(t)]``."""
+
+    def __init__(self, dim: int, T: int, width: int = 128, depth: int = 3, t_dim: int = 32):
+        super().__init__()
+        self.embed = SinusoidalEmbedding(t_dim, T)
+        layers, d_in = [], dim + t_dim
+        for _ in range(depth):
+            layers += [torch.nn.Linear(d_in, width), torch.nn.SiLU()]
+            d_in = width
+        layers.append(torch.nn.Linear(width, dim))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or t.shape != (x.shape[0],):
+            raise ValueError(
+                f"MLPDenoiser: expected x (B, d) and t (B,), got {tuple(x.shape)} and {tuple(t.shape)}"
+            )
+        return self.net(torch.cat([x, self.embed(t)], dim=1))
+
+
+@torch.no_grad()
+def sample(
+    eps_fn,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    n_steps: int | None = None,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    trajectory: bool = False,
+):
+    """Draw samples by running the reverse process from :math:`x_T \\sim \\mathcal{N}(0, I)`.
+
+    ``eps_fn(x, t)`` predicts the noise for a batch at integer step tensor ``t``.
+    With ``n_steps=None`` every step is taken with :meth:`NoiseSchedule.ddpm_step`
+    (ancestral DDPM); otherwise DDIM steps (:meth:`NoiseSchedule.ddim_step`, with
+    ``eta``) visit ``n_steps`` evenly spaced steps. ``trajectory=True`` also returns
+    the list of ``(t, x_t)`` visited.
+    """
+
+    def randn():
+        return torch.randn(shape, generator=generator, device=generator.device if generator else device).to(
+            device
+        )
+
+    x = randn()
+    path = [(schedule.T, x)]
+    if n_steps is None:
+        for t in range(schedule.T - 1, -1, -1):
+            eps = eps_fn(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+            x = schedule.ddpm_step(x, t, eps, randn() if t > 0 else None)
+            path.append((t, x))
+    else:
+        steps = sampling_steps(schedule.T, n_steps)
+        for t, s in zip(steps, steps[1:] + [-1]):
+            eps = eps_fn(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+            x = schedule.ddim_step(x, t, s, eps, eta=eta, noise=randn() if eta > 0 and s >= 0 else None)
+            path.append((s + 1, x))
+    return (x, path) if trajectory else x

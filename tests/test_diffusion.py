@@ -146,3 +146,41 @@ def test_sampler_steps_reject_bad_input():
         s.ddpm_step(x, torch.tensor([1, 2]), x)
     with pytest.raises(ValueError, match="must have the same shape"):
         s.posterior(torch.zeros(2), torch.zeros(3), 1)
+
+
+def test_sampler_with_the_true_noise_recovers_a_point_mass():
+    # for data concentrated at c, the exact noise prediction is eps = (x_t - sqrt(abar) c) / sqrt(1 - abar)
+    from fmbook.diffusion import sample
+
+    s = NoiseSchedule.linear(T=200)
+    c = torch.tensor([1.5, -0.5], dtype=torch.float64)
+
+    def eps_fn(x, t):
+        abar = s.alphas_cumprod[t][:, None]
+        return (x - abar.sqrt() * c) / (1 - abar).sqrt()
+
+    g = torch.Generator().manual_seed(0)
+    for n_steps in (None, 20):
+        x = sample(eps_fn, s, (64, 2), n_steps=n_steps, generator=g).double()
+        torch.testing.assert_close(x, c.expand(64, 2), atol=1e-6, rtol=0)
+
+
+def test_mlp_denoiser_shapes_and_bad_input():
+    from fmbook.diffusion import MLPDenoiser
+
+    m = MLPDenoiser(2, T=100)
+    assert m(torch.zeros(5, 2), torch.arange(5)).shape == (5, 2)
+    with pytest.raises(ValueError, match=r"expected x \(B, d\) and t \(B,\)"):
+        m(torch.zeros(5, 2), torch.arange(4))
+
+
+def test_sliced_wasserstein():
+    from fmbook.metrics import sliced_wasserstein
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 2, generator=g)
+    assert sliced_wasserstein(a, a) == 0
+    shifted = sliced_wasserstein(a, a + torch.tensor([1.0, 0.0]))
+    assert shifted == pytest.approx(2 / math.pi, rel=0.05)  # E|cos(theta)| over random directions
+    with pytest.raises(ValueError, match="equal shape"):
+        sliced_wasserstein(a, a[:10])

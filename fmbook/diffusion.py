@@ -67,16 +67,8 @@ class NoiseSchedule:
             raise ValueError(
                 f"q_sample: noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
             )
-        t = torch.as_tensor(t, dtype=torch.long)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.T):
-            raise ValueError(f"q_sample: t must be in [0, T) = [0, {self.T}), got {t.tolist()}")
-        if t.ndim == 1 and (x0.ndim == 0 or t.shape[0] != x0.shape[0]):
-            raise ValueError(
-                f"q_sample: one t per example: t has {t.shape[0]} entries, x0 has shape {tuple(x0.shape)}"
-            )
-        abar = self.alphas_cumprod[t].to(dtype=x0.dtype, device=x0.device)
-        if t.ndim == 1:
-            abar = abar.view(-1, *([1] * (x0.ndim - 1)))
+        t = self._check_t(t, "q_sample: t")
+        abar = self._per_example(self.alphas_cumprod[t], t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     # -- the reverse process ------------------------------------------------------------
@@ -93,6 +85,11 @@ class NoiseSchedule:
         return t
 
     def _per_example(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``values[t]`` shaped to broadcast against ``like``: one value per example when ``t`` is 1-D."""
+        if t.ndim == 1 and (like.ndim == 0 or t.shape[0] != like.shape[0]):
+            raise ValueError(
+                f"one t per example: t has {t.shape[0]} entries, the batch has shape {tuple(like.shape)}"
+            )
         values = values.to(dtype=like.dtype, device=like.device)
         return values.view(-1, *([1] * (like.ndim - 1))) if t.ndim == 1 else values
 

@@ -61,7 +61,8 @@ def recipe_config(kind: str) -> dict:
         raise ValueError(f"recipe_config: kind must be 'gpt' or 'bert', got {kind!r}")
     data = char_data()
     small = budget.is_test()
-    gpt_layers, gpt_steps = (2, 300) if small else (3, budget.pick(test=300, full=1100, gpu=5000))
+    gpt_layers = 2 if small else 3
+    gpt_steps = budget.pick(test=300, full=1100, gpu=5000)
     # BERT learns only from the 15% of positions it hides: it needs many more steps than
     # the GPT to get past predicting letter frequencies. It gets two layers and a bit
     # more than twice the steps (about 1.5x the GPT's training compute, layers x steps).

@@ -230,10 +230,15 @@ class GPT(nn.Module):
                 f"GPT: {argname} has length {idx.shape[1]}, longer than block_size={self.config.block_size}"
             )
 
+    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token plus position embeddings of ``idx``, whose first token sits at position ``start``."""
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        return self.wte(idx) + self.wpe(pos)
+
     def features(self, idx: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``(B, T, d)``, after the last LayerNorm: the input of the output layer."""
         self._check_idx(idx)
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        x = self._embed(idx)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -255,8 +260,7 @@ class GPT(nn.Module):
             raise ValueError(
                 f"GPT: the cache holds {start} positions; {T} more exceed block_size={self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.drop(self._embed(idx, start))
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         logits = self.lm_head(self.ln_f(x))
@@ -269,7 +273,7 @@ class GPT(nn.Module):
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """Attention weights of every layer and head: shape ``(L, B, H, T, T)``."""
         self._check_idx(idx)
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        x = self._embed(idx)
         maps = []
         for block in self.blocks:
             y, weights = block.attn(block.ln_1(x), need_weights=True)
@@ -376,7 +380,7 @@ class BERT(GPT):
             raise ValueError(
                 f"BERT: labels must have the shape of idx {tuple(idx.shape)}, got {tuple(labels.shape)}"
             )
-        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device)))
+        x = self.drop(self._embed(idx))
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask)
         logits = self.lm_head(self.ln_f(x))

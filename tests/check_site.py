@@ -39,11 +39,6 @@ LAUNCH_ARGS = [
 ]
 
 
-def toc_pages() -> list[str]:
-    """Document paths (without suffix) of every entry of _toc.yml, root first."""
-    return toc_documents()
-
-
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -72,7 +67,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
             for js in ("widgets/require.js", "widgets/embed-amd.js"):
                 if page.request.get(f"{base}/{js}").status != 200:
                     problems.append(f"{js}: the vendored widget script is not served by the site")
-            for doc in toc_pages():
+            for doc in toc_documents():
                 errors: list[str] = []
                 listener = lambda err, errors=errors: errors.append(str(err))  # noqa: E731
                 page.on("pageerror", listener)
@@ -94,7 +89,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
             browser.close()
     finally:
         server.shutdown()
-    print(f"checked {len(toc_pages())} pages and {checked_scrubbers} scrubbers")
+    print(f"checked {len(toc_documents())} pages and {checked_scrubbers} scrubbers")
     return problems
 
 

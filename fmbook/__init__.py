@@ -18,6 +18,7 @@ _SUBMODULES = (
     "claims",
     "data",
     "diffusion",
+    "digits",
     "lm",
     "metrics",
     "objectives",

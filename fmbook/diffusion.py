@@ -124,15 +124,23 @@ class NoiseSchedule:
         return coef_x0 * x0 + coef_xt * x_t, variance.expand_as(x0)
 
     def ddpm_step(
-        self, x_t: torch.Tensor, t: int, eps: torch.Tensor, noise: torch.Tensor | None = None
+        self,
+        x_t: torch.Tensor,
+        t: int,
+        eps: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        clip: float | None = None,
     ) -> torch.Tensor:
         """One ancestral step :math:`x_t \\to x_{t-1}` of DDPM: the posterior mean with
-        :math:`\\hat x_0` from the predicted noise, plus :math:`\\sqrt{\\tilde\\beta_t}\\,z` (no noise at the last step)."""
+        :math:`\\hat x_0` from the predicted noise, plus :math:`\\sqrt{\\tilde\\beta_t}\\,z` (no noise at the last step).
+
+        ``clip`` clamps :math:`\\hat x_0` to ``[-clip, clip]``, the range of the data, before it is used
+        (Ho et al.'s sampler does this for images in [-1, 1])."""
         if not isinstance(t, int):
             raise TypeError(
                 f"ddpm_step: t must be an int (one step for the whole batch), got {type(t).__name__}"
             )
-        x0 = self.predict_x0_from_eps(x_t, t, eps)
+        x0 = _clip(self.predict_x0_from_eps(x_t, t, eps), clip)
         mean, variance = self.posterior(x0, x_t, t)
         if t == 0 or noise is None:
             return mean
@@ -146,6 +154,7 @@ class NoiseSchedule:
         eps: torch.Tensor,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
+        clip: float | None = None,
     ) -> torch.Tensor:
         """One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample), Song et al. (2021), eq. 12:
 
@@ -154,6 +163,8 @@ class NoiseSchedule:
             \\qquad \\sigma = \\eta \\sqrt{\\frac{1-\\bar\\alpha_s}{1-\\bar\\alpha_t}}\\sqrt{1-\\frac{\\bar\\alpha_t}{\\bar\\alpha_s}} .
 
         ``eta = 0`` is deterministic; ``eta = 1`` between consecutive steps is DDPM's posterior variance.
+        With ``clip``, :math:`\\hat x_0` is clamped to ``[-clip, clip]`` and :math:`\\epsilon` recomputed from it,
+        :math:`\\epsilon = (x_t - \\sqrt{\\bar\\alpha_t}\\,\\hat x_0)/\\sqrt{1-\\bar\\alpha_t}`, so that the two stay consistent.
         """
         if not isinstance(t, int) or not isinstance(s, int) or not -1 <= s < t < self.T:
             raise ValueError(f"ddim_step: need integers -1 <= s < t < T = {self.T}, got t={t!r}, s={s!r}")
@@ -162,11 +173,22 @@ class NoiseSchedule:
         x0 = self.predict_x0_from_eps(x_t, t, eps)
         abar_t = self.alphas_cumprod[t].item()
         abar_s = 1.0 if s < 0 else self.alphas_cumprod[s].item()
+        if clip is not None:
+            x0 = _clip(x0, clip)
+            eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(1 - abar_t)
         sigma = eta * math.sqrt((1 - abar_s) / (1 - abar_t)) * math.sqrt(1 - abar_t / abar_s)
         x_s = math.sqrt(abar_s) * x0 + math.sqrt(max(1 - abar_s - sigma**2, 0.0)) * eps
         if sigma > 0 and noise is not None:
             x_s = x_s + sigma * noise
         return x_s
+
+
+def _clip(x0: torch.Tensor, clip: float | None) -> torch.Tensor:
+    if clip is None:
+        return x0
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0 or None, got {clip}")
+    return x0.clamp(-clip, clip)
 
 
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
@@ -226,6 +248,84 @@ class MLPDenoiser(torch.nn.Module):
         return self.net(torch.cat([x, self.embed(t)], dim=1))
 
 
+class _ResidualBlock(torch.nn.Module):
+    """``h + W_2 SiLU(W_1 (LayerNorm(h) + U e))``: a pre-norm MLP block told the step and class through ``e``."""
+
+    def __init__(self, width: int, cond_dim: int):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.cond = torch.nn.Linear(cond_dim, width)
+        self.fc1 = torch.nn.Linear(width, 2 * width)
+        self.fc2 = torch.nn.Linear(2 * width, width)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(torch.nn.functional.silu(self.fc1(self.norm(h) + self.cond(e))))
+
+
+class ResidualMLPDenoiser(torch.nn.Module):
+    """A class-conditional noise predictor :math:`\\epsilon_\\theta(x_t, t, c)` for flattened images.
+
+    The step and the class are embedded, summed into one vector ``e`` and added inside every
+    residual block. Class ``num_classes`` is the "no label" token :math:`\\varnothing` that
+    classifier-free guidance needs for :math:`\\epsilon_\\theta(x_t, t, \\varnothing)`.
+    """
+
+    def __init__(
+        self, dim: int, T: int, num_classes: int, width: int = 256, depth: int = 4, emb_dim: int = 128
+    ):
+        super().__init__()
+        if num_classes < 1 or width < 1 or depth < 1:
+            raise ValueError(
+                f"ResidualMLPDenoiser: num_classes, width and depth must be >= 1, got {num_classes}, {width}, {depth}"
+            )
+        self.dim, self.num_classes = dim, num_classes
+        self.time = SinusoidalEmbedding(emb_dim, T)
+        self.label = torch.nn.Embedding(num_classes + 1, emb_dim)
+        self.mix = torch.nn.Sequential(
+            torch.nn.Linear(emb_dim, emb_dim),
+            torch.nn.SiLU(),
+            torch.nn.Linear(emb_dim, emb_dim),
+            torch.nn.SiLU(),
+        )
+        self.inp = torch.nn.Linear(dim, width)
+        self.blocks = torch.nn.ModuleList(_ResidualBlock(width, emb_dim) for _ in range(depth))
+        self.out = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, dim))
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim or t.shape != (x.shape[0],) or c.shape != t.shape:
+            raise ValueError(
+                f"ResidualMLPDenoiser: expected x (B, {self.dim}), t (B,) and c (B,), "
+                f"got {tuple(x.shape)}, {tuple(t.shape)} and {tuple(c.shape)}"
+            )
+        e = self.mix(self.time(t) + self.label(c))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(h)
+
+
+def conditional_eps(model: ResidualMLPDenoiser, labels: torch.Tensor, w: float = 0.0):
+    """``eps_fn(x, t)`` for :func:`sample` that asks ``model`` for class ``labels`` with guidance scale ``w``:
+    :math:`\\tilde\\epsilon = (1 + w)\\,\\epsilon(x, c) - w\\,\\epsilon(x, \\varnothing)`, both in one batch.
+    ``w = 0`` is plain conditional sampling (one forward pass)."""
+    if w < 0:
+        raise ValueError(f"conditional_eps: the guidance scale w must be >= 0, got {w}")
+    null = torch.full_like(labels, model.null_class)
+
+    def eps_fn(x, t):
+        if w == 0:
+            return model(x, t, labels)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return guided_eps(cond, uncond, w)
+
+    return eps_fn
+
+
 @torch.no_grad()
 def sample(
     eps_fn,
@@ -236,13 +336,15 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     trajectory: bool = False,
+    clip: float | None = None,
 ):
     """Draw samples by running the reverse process from :math:`x_T \\sim \\mathcal{N}(0, I)`.
 
     ``eps_fn(x, t)`` predicts the noise for a batch at integer step tensor ``t``.
     With ``n_steps=None`` every step is taken with :meth:`NoiseSchedule.ddpm_step`
     (ancestral DDPM); otherwise DDIM steps (:meth:`NoiseSchedule.ddim_step`, with
-    ``eta``) visit ``n_steps`` evenly spaced steps. ``trajectory=True`` also returns
+    ``eta``) visit ``n_steps`` evenly spaced steps. ``clip`` clamps each step's
+    :math:`\\hat x_0` to the data range ``[-clip, clip]``. ``trajectory=True`` also returns
     the list of ``(t, x_t)`` visited.
     """
 
@@ -256,12 +358,14 @@ def sample(
     if n_steps is None:
         for t in range(schedule.T - 1, -1, -1):
             eps = eps_fn(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
-            x = schedule.ddpm_step(x, t, eps, randn() if t > 0 else None)
+            x = schedule.ddpm_step(x, t, eps, randn() if t > 0 else None, clip=clip)
             path.append((t, x))
     else:
         steps = sampling_steps(schedule.T, n_steps)
         for t, s in zip(steps, steps[1:] + [-1]):
             eps = eps_fn(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
-            x = schedule.ddim_step(x, t, s, eps, eta=eta, noise=randn() if eta > 0 and s >= 0 else None)
+            x = schedule.ddim_step(
+                x, t, s, eps, eta=eta, noise=randn() if eta > 0 and s >= 0 else None, clip=clip
+            )
             path.append((s + 1, x))
     return (x, path) if trajectory else x

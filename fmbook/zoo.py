@@ -53,6 +53,8 @@ _RECIPES: dict[str, Recipe] = {}
 _BUILTIN: dict[str, str] = {
     "gpt-shakespeare": "fmbook.lm:GPT_SHAKESPEARE",
     "bert-shakespeare": "fmbook.lm:BERT_SHAKESPEARE",
+    "digits-evaluator": "fmbook.digits:EVALUATOR",
+    "ddpm-digits": "fmbook.digits:DDPM",
 }
 
 

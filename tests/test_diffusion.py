@@ -184,3 +184,57 @@ def test_sliced_wasserstein():
     assert shifted == pytest.approx(2 / math.pi, rel=0.05)  # E|cos(theta)| over random directions
     with pytest.raises(ValueError, match="equal shape"):
         sliced_wasserstein(a, a[:10])
+
+
+def test_clipping_clamps_x0_and_keeps_ddim_consistent():
+    s = NoiseSchedule.cosine(T=100)
+    x_t = torch.full((3, 4), 2.0, dtype=torch.float64)
+    eps = torch.zeros_like(
+        x_t
+    )  # the model claims x_t is pure signal: x0 = x_t / sqrt(abar), far outside [-1, 1]
+    t = 90
+    # DDIM to the clean sample returns the clipped x0 ...
+    torch.testing.assert_close(s.ddim_step(x_t, t, -1, eps, clip=1.0), torch.ones_like(x_t))
+    # ... and an intermediate step is the forward jump of the clipped x0 with the recomputed noise.
+    abar_t, abar_s = s.alphas_cumprod[t], s.alphas_cumprod[40]
+    eps_clipped = (x_t - abar_t.sqrt() * 1.0) / (1 - abar_t).sqrt()
+    expected = abar_s.sqrt() * 1.0 + (1 - abar_s).sqrt() * eps_clipped
+    torch.testing.assert_close(s.ddim_step(x_t, t, 40, eps, clip=1.0), expected)
+    # DDPM's mean uses the clipped x0 in the posterior
+    mean, _ = s.posterior(torch.ones_like(x_t), x_t, t)
+    torch.testing.assert_close(s.ddpm_step(x_t, t, eps, clip=1.0), mean)
+    # clipping changes nothing when x0 is already in range
+    x0 = torch.full_like(x_t, 0.3)
+    noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xt = s.q_sample(x0, t, noise)
+    torch.testing.assert_close(s.ddim_step(xt, t, 40, noise, clip=1.0), s.ddim_step(xt, t, 40, noise))
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        s.ddpm_step(x_t, t, eps, clip=0.0)
+
+
+def test_residual_denoiser_and_conditional_eps():
+    from fmbook.diffusion import ResidualMLPDenoiser, conditional_eps, guided_eps
+
+    torch.manual_seed(0)
+    m = ResidualMLPDenoiser(16, T=50, num_classes=3, width=32, depth=2).eval()
+    x, t = torch.randn(4, 16), torch.tensor([0, 10, 20, 49])
+    c = torch.tensor([0, 1, 2, 1])
+    assert m(x, t, c).shape == (4, 16)
+    assert m.null_class == 3
+    null = torch.full_like(c, 3)
+    torch.testing.assert_close(conditional_eps(m, c, 0.0)(x, t), m(x, t, c))
+    torch.testing.assert_close(conditional_eps(m, c, 2.0)(x, t), guided_eps(m(x, t, c), m(x, t, null), 2.0))
+    # the label matters: another class gives another prediction
+    assert not torch.allclose(m(x, t, c), m(x, t, (c + 1) % 3))
+    with pytest.raises(ValueError, match="guidance scale w must be >= 0"):
+        conditional_eps(m, c, -1.0)
+    with pytest.raises(ValueError, match=r"expected x \(B, 16\), t \(B,\) and c \(B,\)"):
+        m(x, t, c[:2])
+
+
+def test_sample_rejects_more_steps_than_T():
+    from fmbook.diffusion import sample
+
+    s = NoiseSchedule.linear(T=10)
+    with pytest.raises(ValueError, match=r"number of steps must be in \[1, T = 10\]"):
+        sample(lambda x, t: x, s, (2, 2), n_steps=11)

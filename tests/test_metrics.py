@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from fmbook.metrics import c2st, frechet_distance, sliced_wasserstein
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    x = torch.randn(300, 6, generator=torch.Generator().manual_seed(0))
+    assert abs(frechet_distance(x, x)) < 1e-8
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
+    # For diagonal covariances the trace term is sum_i (sigma_a,i - sigma_b,i)^2.
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    base = torch.linalg.qr(base - base.mean(0))[0] * math.sqrt(
+        len(base) - 1
+    )  # zero mean, identity covariance
+    a = base * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64) + torch.tensor(
+        [0.0, 1.0, -1.0], dtype=torch.float64
+    )
+    b = base * torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    expected = (0 + 1 + 1) + ((1 - 3) ** 2 + 0 + (0.5 - 1) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_with_a_full_covariance_matches_scipy():
+    linalg = pytest.importorskip("scipy.linalg")
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(500, 5, generator=g, dtype=torch.float64) @ torch.randn(
+        5, 5, generator=g, dtype=torch.float64
+    )
+    b = torch.randn(500, 5, generator=g, dtype=torch.float64) + 0.3
+    ca, cb = torch.cov(a.T).numpy(), torch.cov(b.T).numpy()
+    reference = float(
+        ((a.mean(0) - b.mean(0)) ** 2).sum() + (ca + cb - 2 * linalg.sqrtm(ca @ cb).real).trace()
+    )
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-7)
+
+
+def test_c2st_is_near_chance_for_one_distribution_and_near_one_for_separated_ones():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g)
+    assert abs(c2st(a, b) - 0.5) < 0.06
+    assert c2st(a, b + 3.0) > 0.97
+
+
+def test_metrics_reject_mismatched_inputs():
+    with pytest.raises(ValueError, match="same d"):
+        frechet_distance(torch.zeros(10, 3), torch.zeros(10, 4))
+    with pytest.raises(ValueError, match="same shape"):
+        c2st(torch.zeros(10, 3), torch.zeros(12, 3))
+    with pytest.raises(ValueError, match="at least"):
+        c2st(torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="equal shape"):
+        sliced_wasserstein(torch.zeros(10, 2), torch.zeros(11, 2))
+
+
+def test_precision_recall_on_known_cases():
+    from fmbook.metrics import precision_recall
+
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(300, 3, generator=g)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    # mode collapse: every generated point is a copy of one real point -> perfect precision, no recall
+    collapsed = real[:1].repeat(300, 1)
+    precision, recall = precision_recall(real, collapsed)
+    assert precision == 1.0 and recall == pytest.approx(1 / 300)
+    # far away: neither
+    assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+    # half the modes: a generator that only covers x > 0 keeps precision and loses recall
+    half = real[real[:, 0] > 0]
+    precision, recall = precision_recall(real, half[: len(half)])
+    assert precision == 1.0 and 0.4 < recall < 0.75
+    with pytest.raises(ValueError, match="k must be in"):
+        precision_recall(real, real, k=300)

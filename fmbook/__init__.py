@@ -14,11 +14,13 @@ from fmbook.runtime import device, headless, seed
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "adapt",
     "budget",
     "claims",
     "data",
     "diffusion",
     "digits",
+    "icl",
     "lm",
     "metrics",
     "objectives",

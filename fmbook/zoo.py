@@ -55,6 +55,7 @@ _BUILTIN: dict[str, str] = {
     "bert-shakespeare": "fmbook.lm:BERT_SHAKESPEARE",
     "digits-evaluator": "fmbook.digits:EVALUATOR",
     "ddpm-digits": "fmbook.digits:DDPM",
+    "icl-linear": "fmbook.icl:ICL_LINEAR",
 }
 
 

@@ -62,4 +62,3 @@ def test_score_separates_real_digits_from_noise():
     assert real["fd"] < noise["fd"] and real["c2st"] < 0.65 < noise["c2st"]
     with pytest.raises(ValueError, match=r"shape \(n, 64\)"):
         digits.score(evaluator, torch.zeros(10, 63))
-

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from fmbook.icl import (
+    InContextRegressor,
+    averaging,
+    interleave,
+    least_squares,
+    linear_prompts,
+    nearest_neighbours,
+    normalized_error,
+)
+
+
+def prompts(batch=64, k=12, d=3, seed=0):
+    return linear_prompts(batch, k, d, torch.Generator().manual_seed(seed))
+
+
+def test_prompts_are_linear_in_a_fresh_w_per_prompt():
+    p = prompts()
+    torch.testing.assert_close(p.ys, (p.xs * p.ws[:, None, :]).sum(-1))
+    assert not torch.allclose(p.ws[0], p.ws[1])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        linear_prompts(0, 3, 2, torch.Generator())
+
+
+def test_interleave_alternates_x_and_y_tokens():
+    p = prompts(batch=2, k=3, d=2)
+    tokens = interleave(p.xs, p.ys)
+    assert tokens.shape == (2, 6, 3)
+    torch.testing.assert_close(tokens[:, 0::2, :2], p.xs)
+    torch.testing.assert_close(tokens[:, 1::2, 2], p.ys)
+    assert (tokens[:, 0::2, 2] == 0).all() and (tokens[:, 1::2, :2] == 0).all()
+
+
+def test_least_squares_is_exact_once_there_are_d_examples():
+    p = prompts(d=3)
+    err = normalized_error(least_squares(p.xs, p.ys), p.ys, 3)
+    assert err[0] == pytest.approx(
+        normalized_error(torch.zeros_like(p.ys), p.ys, 3)[0].item()
+    )  # no data: predicts 0
+    assert (err[4:] < 1e-8).all()  # noiseless: from d examples on, w is determined
+    assert err[1] > 0.3  # one example cannot pin down three weights
+
+
+def test_averaging_and_nearest_neighbours_by_hand():
+    p = prompts(batch=1, k=5, d=2)
+    xs, ys = p.xs[0], p.ys[0]
+    w_hat = (ys[:3, None] * xs[:3]).mean(0)
+    assert averaging(p.xs, p.ys)[0, 3].item() == pytest.approx((w_hat @ xs[3]).item(), rel=1e-5)
+    dist = (xs[:4] - xs[4]).norm(dim=1)
+    nearest = dist.argsort()[:3]
+    assert nearest_neighbours(p.xs, p.ys)[0, 4].item() == pytest.approx(ys[nearest].mean().item(), rel=1e-5)
+    assert nearest_neighbours(p.xs, p.ys)[0, 0] == 0 and averaging(p.xs, p.ys)[0, 0] == 0
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        nearest_neighbours(p.xs, p.ys, n=0)
+
+
+def test_zero_prediction_scores_about_one():
+    p = prompts(batch=4000, k=2, d=5)
+    err = normalized_error(torch.zeros_like(p.ys), p.ys, 5)
+    assert err.mean().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_regressor_is_causal_and_checks_its_inputs():
+    torch.manual_seed(0)
+    model = InContextRegressor(d=3, max_points=8, n_layer=2, n_head=2, n_embd=16).eval()
+    p = prompts(batch=2, k=8, d=3)
+    out = model(p.xs, p.ys)
+    assert out.shape == (2, 8)
+    # changing y_5 and everything after it cannot change predictions 0..5 (prediction i sees x_i, not y_i)
+    ys = p.ys.clone()
+    ys[:, 5:] += 10.0
+    xs = p.xs.clone()
+    xs[:, 6:] += 10.0
+    torch.testing.assert_close(model(xs, ys)[:, :6], out[:, :6])
+    assert not torch.allclose(model(xs, ys)[:, 6:], out[:, 6:])
+    with pytest.raises(ValueError, match="more than max_points=8"):
+        model(*[t.repeat(1, 2, *([1] * (t.ndim - 2))) for t in (p.xs, p.ys)])
+    with pytest.raises(ValueError, match="dimension d=3"):
+        model(torch.zeros(1, 2, 4), torch.zeros(1, 2))

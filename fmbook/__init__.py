@@ -23,6 +23,7 @@ _SUBMODULES = (
     "icl",
     "lm",
     "metrics",
+    "minilm",
     "objectives",
     "runtime",
     "scaling",

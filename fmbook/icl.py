@@ -145,12 +145,12 @@ def _config() -> dict:
         "d": 5,
         "train_points": 20,
         "max_points": 40,
-        "n_layer": 4,
+        "n_layer": 3,
         "n_head": 4,
-        "n_embd": 128,
-        "steps": budget.pick(test=300, full=6000, gpu=20000),
-        "batch_size": 64,
-        "lr": 1e-3,
+        "n_embd": 64,
+        "steps": budget.pick(test=800, full=5000, gpu=20000),
+        "batch_size": 32,
+        "lr": 2e-3,
         "seed": 0,
     }
 

@@ -211,3 +211,36 @@ def _glue(name: str, value: float) -> None:
     except ImportError:  # Colab or plain Jupyter: nothing to glue into
         return
     glue(name, value, display=False)
+
+
+def measured(name: str, folder: str | Path | None = None, run_missing: bool = True, timeout: int = 1800) -> dict:
+    """The values that notebook ``name`` recorded at the current budget, from its last run.
+
+    If it has not run at this budget yet and ``run_missing`` is true, ``folder/name.ipynb``
+    (default folder: the current directory) is executed first, headless, in its own folder.
+    """
+    file = claims_dir() / f"{name}.{budget.name()}.json"
+    if not file.exists() and run_missing:
+        import nbformat
+        from nbclient import NotebookClient
+
+        folder = Path(folder) if folder is not None else Path.cwd()
+        path = folder / f"{name}.ipynb"
+        if not path.exists():
+            raise FileNotFoundError(f"claims.measured: no notebook {path} to run for {name!r}")
+        nb = nbformat.read(path, as_version=4)
+        env_headless = os.environ.get("FMBOOK_HEADLESS")
+        os.environ["FMBOOK_HEADLESS"] = "1"
+        try:
+            NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(folder)}}).execute()
+        finally:
+            if env_headless is None:
+                os.environ.pop("FMBOOK_HEADLESS", None)
+            else:
+                os.environ["FMBOOK_HEADLESS"] = env_headless
+    if not file.exists():
+        raise FileNotFoundError(
+            f"claims.measured: {name!r} has no recorded claims at budget {budget.name()!r} ({file}); run it first"
+        )
+    doc = json.loads(file.read_text(encoding="utf-8"))
+    return {key: entry["value"] for key, entry in doc["claims"].items()}

@@ -141,3 +141,28 @@ def test_slider_bad_input():
 def test_scrubber_rejects_mismatched_frames():
     with pytest.raises(ValueError, match="as many labels as frames"):
         widgets.scrubber_html(["a", "b"], ["1"], "x")
+
+
+def test_measured_reads_a_notebooks_claims_and_runs_it_when_missing(tmp_path, monkeypatch):
+    import nbformat
+
+    from fmbook import claims
+
+    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from fmbook import claims\nclaims.notebook('tiny')\nclaims.record('answer', 6 * 7, 'units')\nclaims.check()"
+        )
+    ]
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    (tmp_path / "tiny.claims.toml").write_text(
+        "[answer]\ntest = { min = 42, max = 42 }\nfull = { min = 42, max = 42 }\n"
+    )
+    with pytest.raises(FileNotFoundError, match="no recorded claims"):
+        claims.measured("tiny", tmp_path, run_missing=False)
+    assert claims.measured("tiny", tmp_path) == {"answer": 42.0}  # ran the notebook
+    (tmp_path / "tiny.ipynb").unlink()
+    assert claims.measured("tiny", tmp_path) == {"answer": 42.0}  # now from the recorded file
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        claims.measured("other", tmp_path)

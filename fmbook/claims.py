@@ -213,7 +213,9 @@ def _glue(name: str, value: float) -> None:
     glue(name, value, display=False)
 
 
-def measured(name: str, folder: str | Path | None = None, run_missing: bool = True, timeout: int = 1800) -> dict:
+def measured(
+    name: str, folder: str | Path | None = None, run_missing: bool = True, timeout: int = 1800
+) -> dict:
     """The values that notebook ``name`` recorded at the current budget, from its last run.
 
     If it has not run at this budget yet and ``run_missing`` is true, ``folder/name.ipynb``

@@ -62,6 +62,26 @@ def images(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(*x.shape[:-1], SIDE, SIDE)
 
 
+def show_grid(x: torch.Tensor, rows: int, title: str | None = None, ax=None):
+    """Draw digits ``(n, 64)`` in [-1, 1] as a grid with ``rows`` rows, dark ink on white; returns the axes."""
+    import matplotlib.pyplot as plt
+
+    x = images(x.detach().float().cpu().clamp(-1, 1))
+    cols = len(x) // rows
+    if rows < 1 or cols < 1:
+        raise ValueError(f"show_grid: cannot lay out {len(x)} digits in {rows} rows")
+    tiles = x[: rows * cols].reshape(rows, cols, SIDE, SIDE)
+    padded = torch.nn.functional.pad(tiles, (1, 1, 1, 1), value=-1.0)
+    canvas = padded.permute(0, 2, 1, 3).reshape(rows * (SIDE + 2), cols * (SIDE + 2))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(cols * 0.42, rows * 0.42))
+    ax.imshow(-canvas, cmap="gray", vmin=-1, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
 def balanced_labels(n_per_class: int, device=None) -> torch.Tensor:
     """``0, ..., 0, 1, ..., 9``: ``n_per_class`` of each class, the labels to ask a conditional model for."""
     if n_per_class < 1:

@@ -62,3 +62,13 @@ def test_score_separates_real_digits_from_noise():
     assert real["fd"] < noise["fd"] and real["c2st"] < 0.65 < noise["c2st"]
     with pytest.raises(ValueError, match=r"shape \(n, 64\)"):
         digits.score(evaluator, torch.zeros(10, 63))
+
+
+def test_show_grid_lays_out_rows_and_rejects_too_few_digits():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = digits.show_grid(digits.load().train_x[:30], rows=3, title="t")
+    assert ax.images[0].get_array().shape == (30, 100) and ax.get_title() == "t"
+    with pytest.raises(ValueError, match="cannot lay out 2 digits in 3 rows"):
+        digits.show_grid(digits.load().train_x[:2], rows=3)

@@ -3,10 +3,16 @@
 The notebooks run at the quick ``test`` budget unless FMBOOK_BUDGET says
 otherwise, headless (final figures, scrubbers instead of widgets), and write
 their claims and zoo cache to a fresh temporary folder unless told where.
+
+Their kernels also run on a hostile clock (``tests/hostile_clock``): every
+clock a notebook reads runs 3x fast and is read late, as on a machine 3x
+slower with noisy timing. A notebook whose results depend on the machine's
+speed fails the suite. ``FMBOOK_TEST_CLOCK=real`` turns it off.
 """
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("FMBOOK_BUDGET", "test")
 os.environ.setdefault("FMBOOK_HEADLESS", "1")
@@ -15,6 +21,11 @@ os.environ.setdefault("FMBOOK_CLAIMS_DIR", os.path.join(_tmp, "claims"))
 os.environ.setdefault("FMBOOK_CACHE", os.path.join(_tmp, "cache"))
 # Notebook kernels inherit this environment: keep the inline backend, so figures are images.
 os.environ.pop("MPLBACKEND", None)
+
+# Kernels (and any other Python started by a test) import tests/hostile_clock/sitecustomize.py.
+if os.environ.setdefault("FMBOOK_TEST_CLOCK", "hostile") == "hostile":
+    _clock = str(Path(__file__).resolve().parent / "tests" / "hostile_clock")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_clock, os.environ.get("PYTHONPATH")) if p)
 
 # With pytest-xdist (two workers on two cores), one thread per worker and per
 # notebook kernel: oversubscribed cores make torch many times slower.

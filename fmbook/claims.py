@@ -1,26 +1,56 @@
 """Measured claims: every number the book states, recorded and checked.
 
-A notebook names itself once, records each number its prose states, and
+There are two kinds of claim, and the kind is explicit both in the notebook and
+in the thresholds file:
+
+* a **result** -- what a model learned or what the math says (a loss, an
+  accuracy, a distance, an ordering, an equality). Results do not depend on the
+  machine's speed; each has a bound per budget and a value out of bounds fails
+  the notebook (and so nbval and the book build)::
+
+      claims.record("val_loss", val_loss, "nats/char")
+
+* a **measurement of the machine** -- a wall time, a speed-up, a throughput, a
+  memory size. It is recorded, glued and shown beside its value on the
+  reference machine, and never fails a notebook: a reader's laptop, a shared
+  Binder CPU and a GPU all differ. ``benchmarks/run_notebooks.py`` checks it
+  against its target on the reference machine::
+
+      claims.measure("train_seconds", history.seconds, "s")
+
+A notebook names itself once, records its claims where it computes them, and
 checks them at the end::
 
     claims = fmbook.claims.notebook("first_model")
-    claims.record("val_loss", val_loss, "nats/char")
     ...
     claims.check()
 
 Records go to ``<FMBOOK_CLAIMS_DIR>/<notebook>.<budget>.json`` (default: the
-``claims`` folder of the cache). Thresholds live beside the notebook, in
-``<notebook>.claims.toml``, one table per claim with a bound per budget::
+``claims`` folder of the cache). The thresholds live beside the notebook, in
+``<notebook>.claims.toml``, one table per claim::
 
     [val_loss]
+    kind = "result"
     description = "validation loss of the first model"
     test = { max = 3.2 }
     full = { max = 2.1 }
 
-``check`` fails if a recorded claim has no threshold, a threshold was never
-measured, or a value is out of bounds. Inside Jupyter Book, each value is
-also glued (myst-nb) under its name so the prose can cite it as
-``{glue:text}`val_loss:.2f```.
+    [train_seconds]
+    kind = "machine"
+    description = "wall time of training"
+    test = { reference = 19.2 }
+    full = { reference = 61.9, max = 90 }
+
+For a result, ``min``/``max`` are the bounds that gate. For a measurement,
+``reference`` is the value measured on the reference machine (written by
+``benchmarks/update_references.py`` from a run there, never typed by hand), and
+an optional ``min``/``max`` is the benchmark's target on that machine.
+
+``check`` fails if a recorded claim has no entry, an entry was never measured,
+a claim was recorded with the other kind than its entry says, or a result is
+out of bounds. Inside Jupyter Book, each value is also glued (myst-nb) under its
+name, and a measurement's reference value under ``<name>_reference``, so the
+prose cites them as ``{glue:text}`val_loss:.2f``` and never types a number.
 """
 
 from __future__ import annotations
@@ -28,6 +58,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import tomllib
@@ -38,6 +69,8 @@ from fmbook import budget
 
 CLAIMS_DIR_ENV = "FMBOOK_CLAIMS_DIR"
 BOUNDS = ("min", "max")
+KINDS = ("result", "machine")
+REFERENCE_MACHINE = "2 CPU cores, PyTorch's CPU build"
 
 
 def claims_dir() -> Path:
@@ -50,20 +83,46 @@ def claims_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Spec:
+    """The entry of one claim for one budget: its kind, bounds (or targets) and reference value."""
+
+    kind: str
+    bounds: dict
+    reference: float | None = None
+    description: str = ""
+
+    def holds(self, value: float) -> bool:
+        return self.bounds.get("min", -math.inf) <= value <= self.bounds.get("max", math.inf)
+
+    def bound_text(self) -> str:
+        return " and ".join(f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items())
+
+
+@dataclass(frozen=True)
 class Result:
     name: str
     value: float
     unit: str
     bounds: dict
     ok: bool
+    kind: str = "result"
+    reference: float | None = None
 
     def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.kind == "machine":
+            ref = "not measured" if self.reference is None else f"{self.reference:.4g}{unit}"
+            target = ""
+            if self.bounds:
+                bound = " and ".join(f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items())
+                target = f"; its target there {bound}"
+            return f"info {self.name} = {self.value:.4g}{unit} here (reference machine: {ref}{target})"
         bound = " and ".join(f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items())
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name} = {self.value:.4g} {self.unit} (needs {bound})"
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name} = {self.value:.4g}{unit} (needs {bound})"
 
 
-def load_thresholds(file: Path, budget_name: str) -> dict[str, dict]:
-    """The bounds for ``budget_name`` of every claim in a ``.claims.toml`` file."""
+def load_specs(file: Path, budget_name: str) -> dict[str, Spec]:
+    """The entry for ``budget_name`` of every claim in a ``.claims.toml`` file."""
     try:
         table = tomllib.loads(Path(file).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -72,16 +131,43 @@ def load_thresholds(file: Path, budget_name: str) -> dict[str, dict]:
         raise ValueError(f"claims: {file} is not valid TOML ({err})") from None
     out = {}
     for name, spec in table.items():
-        if not isinstance(spec, dict) or budget_name not in spec:
-            raise ValueError(f"claims: {file}: [{name}] has no bound for budget {budget_name!r}")
-        bounds = spec[budget_name]
-        if not isinstance(bounds, dict) or not bounds or set(bounds) - set(BOUNDS):
+        if not isinstance(spec, dict):
+            raise ValueError(f"claims: {file}: [{name}] must be a table, got {spec!r}")
+        kind = spec.get("kind")
+        if kind not in KINDS:
             raise ValueError(
-                f"claims: {file}: [{name}].{budget_name} must be a table with 'min' and/or "
-                f"'max', got {bounds!r}"
+                f"claims: {file}: [{name}] needs kind = \"result\" or \"machine\", got {kind!r}"
             )
-        out[name] = {k: float(bounds[k]) for k in BOUNDS if k in bounds}
+        if budget_name not in spec:
+            raise ValueError(f"claims: {file}: [{name}] has no entry for budget {budget_name!r}")
+        entry = spec[budget_name]
+        allowed = set(BOUNDS) | ({"reference"} if kind == "machine" else set())
+        if not isinstance(entry, dict) or set(entry) - allowed or (kind == "result" and not entry):
+            want = "'min' and/or 'max'" if kind == "result" else "'reference' and optional 'min'/'max'"
+            raise ValueError(
+                f"claims: {file}: [{name}].{budget_name} ({kind}) must be a table with {want}, got {entry!r}"
+            )
+        reference = entry.get("reference")
+        out[name] = Spec(
+            kind=kind,
+            bounds={k: float(entry[k]) for k in BOUNDS if k in entry},
+            reference=None if reference is None else float(reference),
+            description=str(spec.get("description", "")),
+        )
     return out
+
+
+def load_thresholds(file: Path, budget_name: str) -> dict[str, dict]:
+    """The bounds (results) or targets (measurements) for ``budget_name`` of every claim in ``file``."""
+    return {name: spec.bounds for name, spec in load_specs(file, budget_name).items()}
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 class Notebook:
@@ -94,6 +180,7 @@ class Notebook:
         self.folder = Path(folder) if folder is not None else Path.cwd()
         self.budget = budget.name()
         self.values: dict[str, dict] = {}
+        self.extra: dict[str, float] = {}
 
     @property
     def thresholds_file(self) -> Path:
@@ -103,17 +190,39 @@ class Notebook:
     def output_file(self) -> Path:
         return claims_dir() / f"{self.name}.{self.budget}.json"
 
+    def specs(self) -> dict[str, Spec]:
+        return load_specs(self.thresholds_file, self.budget)
+
     def record(self, name: str, value: float, unit: str = "") -> float:
-        """Record claim ``name`` with ``value`` (a finite real number) in ``unit``."""
+        """Record result ``name`` (what a model learned or the math says): ``value`` in ``unit``.
+
+        Its bound in the thresholds file gates :meth:`check`.
+        """
+        return self._add(name, value, unit, "result")
+
+    def measure(self, name: str, value: float, unit: str = "") -> float:
+        """Record a measurement of the machine (a time, a speed-up, a memory size): ``value`` in ``unit``.
+
+        It is glued with its value on the reference machine (``<name>_reference``) and
+        never fails :meth:`check`.
+        """
+        number = self._add(name, value, unit, "machine")
+        spec = self.specs().get(name)
+        if spec is not None and spec.reference is not None:
+            _glue(f"{name}_reference", spec.reference)
+        return number
+
+    def _add(self, name: str, value: float, unit: str, kind: str) -> float:
+        verb = "record" if kind == "result" else "measure"
         if not isinstance(name, str) or not name.replace("_", "").isalnum():
-            raise ValueError(f"claims.record: name must be letters, digits and '_', got {name!r}")
+            raise ValueError(f"claims.{verb}: name must be letters, digits and '_', got {name!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"claims.record({name!r}): value must be a number, got {value!r}") from None
+            raise TypeError(f"claims.{verb}({name!r}): value must be a number, got {value!r}") from None
         if not math.isfinite(number):
-            raise ValueError(f"claims.record({name!r}): value must be finite, got {number}")
-        self.values[name] = {"value": number, "unit": unit, "time": time.time()}
+            raise ValueError(f"claims.{verb}({name!r}): value must be finite, got {number}")
+        self.values[name] = {"value": number, "unit": unit, "kind": kind, "time": time.time()}
         self._write()
         _glue(name, number)
         return number
@@ -128,6 +237,7 @@ class Notebook:
             "budget": self.budget,
             "device": str(device()),
             "claims": self.values,
+            **self.extra,
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -135,11 +245,17 @@ class Notebook:
         os.replace(tmp, out)
 
     def check(self, raise_on_failure: bool = True) -> list[Result]:
-        """Compare every recorded value with its bound for the current budget."""
+        """Check every result against its bound; show every measurement beside its reference value.
+
+        Also writes this process's peak memory (MiB) to the record, for the benchmarks.
+        """
+        self.extra["peak_memory_mib"] = round(peak_memory_mib(), 1)
+        self._write()
         return check_values(
             {k: v["value"] for k, v in self.values.items()},
-            load_thresholds(self.thresholds_file, self.budget),
+            self.specs(),
             units={k: v["unit"] for k, v in self.values.items()},
+            kinds={k: v["kind"] for k, v in self.values.items()},
             where=f"{self.name} at budget {self.budget!r}",
             raise_on_failure=raise_on_failure,
         )
@@ -147,29 +263,50 @@ class Notebook:
 
 def check_values(
     values: dict[str, float],
-    thresholds: dict[str, dict],
+    specs: dict[str, Spec],
     *,
     units: dict[str, str] | None = None,
+    kinds: dict[str, str] | None = None,
     where: str = "",
     raise_on_failure: bool = True,
 ) -> list[Result]:
-    """Check measured ``values`` against ``thresholds``; print a line per claim."""
+    """Check measured ``values`` against their ``specs``; print a line per claim and a summary.
+
+    Results out of bounds fail; measurements of the machine are shown, never failed.
+    ``kinds`` (how each value was recorded) must agree with the specs.
+    """
     units = units or {}
+    kinds = kinds or {}
     problems = []
-    unmeasured = sorted(set(thresholds) - set(values))
-    unbounded = sorted(set(values) - set(thresholds))
+    unmeasured = sorted(set(specs) - set(values))
+    unbounded = sorted(set(values) - set(specs))
     if unmeasured:
-        problems.append(f"thresholds never measured: {', '.join(unmeasured)}")
+        problems.append(f"entries never measured: {', '.join(unmeasured)}")
     if unbounded:
-        problems.append(f"claims without a threshold: {', '.join(unbounded)}")
+        problems.append(f"claims without an entry in the thresholds file: {', '.join(unbounded)}")
+    for name in sorted(set(values) & set(specs)):
+        recorded, declared = kinds.get(name, "result"), specs[name].kind
+        if recorded != declared:
+            how = "claims.record" if recorded == "result" else "claims.measure"
+            problems.append(f"{name} was recorded with {how} but its entry says kind = {declared!r}")
+        if declared == "machine" and specs[name].reference is None:
+            problems.append(
+                f"{name} has no reference value (run benchmarks/update_references.py on the reference machine)"
+            )
     results = []
-    for name in sorted(set(values) & set(thresholds)):
-        value, bounds = values[name], thresholds[name]
-        ok = value >= bounds.get("min", -math.inf) and value <= bounds.get("max", math.inf)
-        results.append(Result(name, value, units.get(name, ""), bounds, ok))
-    for r in results:
+    for name in sorted(set(values) & set(specs)):
+        spec, value = specs[name], values[name]
+        ok = spec.holds(value) if spec.kind == "result" else True
+        results.append(Result(name, value, units.get(name, ""), spec.bounds, ok, spec.kind, spec.reference))
+    for r in sorted(results, key=lambda r: r.kind != "result"):
         print(r.describe())
+    n_results = sum(r.kind == "result" for r in results)
     failed = [r.describe() for r in results if not r.ok]
+    print(
+        f"{n_results - len(failed)} of {n_results} results hold; "
+        f"{len(results) - n_results} measurements of this machine shown beside the reference machine"
+        f" ({REFERENCE_MACHINE})" + (f"; {len(problems)} problems" if problems else "")
+    )
     if (failed or problems) and raise_on_failure:
         raise AssertionError(f"claims of {where} failed:\n  " + "\n  ".join(failed + problems))
     return results
@@ -192,8 +329,13 @@ def _require_current() -> Notebook:
 
 
 def record(name: str, value: float, unit: str = "") -> float:
-    """Record a claim of the current notebook (see :func:`notebook`)."""
+    """Record a result of the current notebook (see :func:`notebook`)."""
     return _require_current().record(name, value, unit)
+
+
+def measure(name: str, value: float, unit: str = "") -> float:
+    """Record a measurement of the machine for the current notebook (see :func:`notebook`)."""
+    return _require_current().measure(name, value, unit)
 
 
 def check(raise_on_failure: bool = True) -> list[Result]:

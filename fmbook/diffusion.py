@@ -8,6 +8,8 @@ any step can be reached in one jump,
 .. math:: q(x_t \mid x_0) = \mathcal{N}(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I).
 
 Steps are indexed ``t = 0, ..., T-1`` in code (step ``t`` of the paper is ``t-1`` here).
+A schedule is kept in float64 on the CPU (MPS has no float64); each step's values are picked
+there and cast to the dtype and device of the data they multiply.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import math
 
 import torch
 
+from fmbook.runtime import draw_device
+
 
 class NoiseSchedule:
     """The variances :math:`\\beta_t` of the forward process and the quantities derived from them."""
 
     def __init__(self, betas: torch.Tensor):
+        if isinstance(betas, torch.Tensor):
+            betas = betas.detach().cpu()  # a schedule lives on the CPU, in float64
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) < 1:
             raise ValueError(
@@ -79,7 +85,8 @@ class NoiseSchedule:
         return prev[t]
 
     def _check_t(self, t, name: str = "t") -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.long)
+        # on the CPU, where the schedule is: a CUDA index tensor cannot index a CPU tensor
+        t = torch.as_tensor(t, dtype=torch.long).cpu()
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.T):
             raise ValueError(f"{name} must be in [0, T) = [0, {self.T}), got {t.tolist()}")
         return t
@@ -90,7 +97,7 @@ class NoiseSchedule:
             raise ValueError(
                 f"one t per example: t has {t.shape[0]} entries, the batch has shape {tuple(like.shape)}"
             )
-        values = values.to(dtype=like.dtype, device=like.device)
+        values = values.to(like.dtype).to(like.device)  # cast on the CPU first: MPS has no float64
         return values.view(-1, *([1] * (like.ndim - 1))) if t.ndim == 1 else values
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
@@ -345,13 +352,12 @@ def sample(
     (ancestral DDPM); otherwise DDIM steps (:meth:`NoiseSchedule.ddim_step`, with
     ``eta``) visit ``n_steps`` evenly spaced steps. ``clip`` clamps each step's
     :math:`\\hat x_0` to the data range ``[-clip, clip]``. ``trajectory=True`` also returns
-    the list of ``(t, x_t)`` visited.
+    the list of ``(t, x_t)`` visited. Noise is drawn on ``generator``'s device and moved to ``device``:
+    with a CPU generator a seed gives the same noise on every device.
     """
 
-    def randn():
-        return torch.randn(shape, generator=generator, device=generator.device if generator else device).to(
-            device
-        )
+    def randn():  # drawn on the generator's device, then moved: the same noise on every device
+        return torch.randn(shape, generator=generator, device=draw_device(generator, device)).to(device)
 
     x = randn()
     path = [(schedule.T, x)]

@@ -22,6 +22,7 @@ import torch
 from fmbook import budget
 from fmbook.diffusion import NoiseSchedule, ResidualMLPDenoiser
 from fmbook.metrics import c2st, frechet_distance
+from fmbook.runtime import draw_device
 from fmbook.zoo import Recipe
 
 SIDE = 8
@@ -75,7 +76,7 @@ def show_grid(x: torch.Tensor, rows: int, title: str | None = None, ax=None):
     canvas = padded.permute(0, 2, 1, 3).reshape(rows * (SIDE + 2), cols * (SIDE + 2))
     if ax is None:
         _, ax = plt.subplots(figsize=(cols * 0.42, rows * 0.42))
-    ax.imshow(-canvas, cmap="gray", vmin=-1, vmax=1)
+    ax.imshow((-canvas).numpy(), cmap="gray", vmin=-1, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -92,7 +93,7 @@ def balanced_labels(n_per_class: int, device=None) -> torch.Tensor:
 def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Shift a batch of digits by up to one pixel in each direction (blank pixels are -1)."""
     padded = torch.nn.functional.pad(images(x), (1, 1, 1, 1), value=-1.0)
-    dx, dy = torch.randint(0, 3, (2,), generator=generator).tolist()
+    dx, dy = torch.randint(0, 3, (2,), generator=generator, device=draw_device(generator, "cpu")).tolist()
     return padded[..., dy : dy + SIDE, dx : dx + SIDE].reshape(x.shape)
 
 
@@ -234,14 +235,15 @@ def diffusion_loss(
               + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ c') \big\rVert^2 ,
 
     with :math:`t` uniform over the steps and :math:`c' = \varnothing` with probability ``p_uncond``, else :math:`c`.
-    Random numbers are drawn on the CPU from ``generator``, so a run is the same on every device.
+    Random numbers are drawn from ``generator`` on its device and the noised digits computed on the CPU:
+    with a CPU generator a run is the same on every device.
     """
     if not 0 <= p_uncond < 1:
         raise ValueError(f"diffusion_loss: p_uncond must be in [0, 1), got {p_uncond}")
-    device, B = x0.device, len(x0)
-    t = torch.randint(0, schedule.T, (B,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    hide = torch.rand(B, generator=generator) < p_uncond
+    device, B, at = x0.device, len(x0), draw_device(generator, "cpu")
+    t = torch.randint(0, schedule.T, (B,), generator=generator, device=at).cpu()
+    noise = torch.randn(x0.shape, generator=generator, device=at).cpu()
+    hide = torch.rand(B, generator=generator, device=at).cpu() < p_uncond
     c = torch.where(hide, model.null_class, labels.cpu())
     x_t = schedule.q_sample(x0.cpu(), t, noise)
     return (model(x_t.to(device), t.to(device), c.to(device)) - noise.to(device)).square().mean()

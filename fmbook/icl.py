@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fmbook import budget
+from fmbook.runtime import draw_device
 from fmbook.transformer import Block, GPTConfig
 from fmbook.zoo import Recipe
 
@@ -32,11 +33,15 @@ class Prompts:
 def linear_prompts(
     batch: int, k: int, d: int, generator: torch.Generator, x_scale: float = 1.0, device=None
 ) -> Prompts:
-    """``batch`` prompts of ``k`` pairs :math:`(x_i, w^\\top x_i)`, :math:`x_i \\sim \\mathcal{N}(0, x_\\text{scale}^2 I)`."""
+    """``batch`` prompts of ``k`` pairs :math:`(x_i, w^\\top x_i)`, :math:`x_i \\sim \\mathcal{N}(0, x_\\text{scale}^2 I)`.
+
+    Drawn from ``generator`` on its device, computed on the CPU and moved to ``device``: with a CPU
+    generator the prompts are the same on every device."""
     if batch < 1 or k < 1 or d < 1:
         raise ValueError(f"linear_prompts: batch, k and d must be >= 1, got {batch}, {k}, {d}")
-    ws = torch.randn(batch, d, generator=generator)
-    xs = x_scale * torch.randn(batch, k, d, generator=generator)
+    at = draw_device(generator, "cpu")
+    ws = torch.randn(batch, d, generator=generator, device=at).cpu()
+    xs = x_scale * torch.randn(batch, k, d, generator=generator, device=at).cpu()
     ys = torch.einsum("bkd,bd->bk", xs, ws)
     return Prompts(xs.to(device), ys.to(device), ws.to(device))
 

@@ -1,4 +1,8 @@
-"""Measuring how close generated samples are to real data."""
+"""Measuring how close generated samples are to real data.
+
+Every metric copies its inputs to the CPU and computes in float64 there: sums over thousands of
+points need the precision, and Apple's MPS has no float64. Inputs may live on any device.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,17 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 50
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(a.shape[1], n_projections, generator=g, dtype=torch.float64)
     theta /= theta.norm(dim=0, keepdim=True)
-    pa = (a.double().cpu() @ theta).sort(dim=0).values
-    pb = (b.double().cpu() @ theta).sort(dim=0).values
+    pa = (_as_float64(a) @ theta).sort(dim=0).values
+    pb = (_as_float64(b) @ theta).sort(dim=0).values
     return (pa - pb).abs().mean().item()
 
 
 def _as_float64(x) -> torch.Tensor:
-    return torch.as_tensor(x).detach().to("cpu", torch.float64)
+    """``x`` (a tensor on any device, or an array) as a float64 tensor on the CPU: moved first, then
+    converted, since MPS has no float64."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64)
+    return torch.as_tensor(x, dtype=torch.float64)
 
 
 def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:

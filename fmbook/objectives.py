@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fmbook.runtime import draw_device
+
 IGNORE_INDEX = -100  # label of positions that do not count in the loss (PyTorch's default)
 
 
@@ -52,9 +54,9 @@ def mask_tokens(
     if vocab_size < 2:
         raise ValueError(f"mask_tokens: vocab_size must be >= 2, got {vocab_size}")
     special = torch.tensor(sorted({mask_id, *special_ids}), device=ids.device)
-    gen_device = generator.device if generator is not None else ids.device
+    gen_device = draw_device(generator, ids.device)
 
-    def rand(shape):
+    def rand(shape):  # drawn on the generator's device, then moved: the same masks on every device
         return torch.rand(shape, generator=generator, device=gen_device).to(ids.device)
 
     eligible = ~torch.isin(ids, special)
@@ -87,6 +89,7 @@ def ngram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int,
 
     ``order=1`` is the unigram model :math:`p(x_t)`, ``order=2`` the bigram
     model :math:`p(x_t \mid x_{t-1})`, both counted on ``train_ids``.
+    Counted in float64 on the CPU (MPS has no float64).
     """
     if order not in (1, 2):
         raise ValueError(f"ngram_loss: order must be 1 (unigram) or 2 (bigram), got {order}")
@@ -96,7 +99,7 @@ def ngram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int,
                 f"ngram_loss: {name} must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}"
             )
     V = vocab_size
-    train_ids, eval_ids = train_ids.long(), eval_ids.long()
+    train_ids, eval_ids = train_ids.long().cpu(), eval_ids.long().cpu()
     if order == 1:
         counts = torch.bincount(train_ids, minlength=V).double() + 1
         return -(counts / counts.sum()).log()[eval_ids].mean().item()

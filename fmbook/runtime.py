@@ -55,6 +55,92 @@ def device(name: str | None = None) -> torch.device:
     return dev
 
 
+# -- tensors, generators and devices -------------------------------------------------------
+#
+# The book's rule: random numbers come from a CPU ``torch.Generator`` (``seed`` returns one) and are
+# moved to the device afterwards, so that a seed gives the same numbers on every machine. PyTorch
+# insists that ``torch.randn(..., generator=g)`` is drawn on ``g``'s own device, and it spells one
+# device two ways: ``torch.Generator(device="cuda").device`` is ``cuda`` while a tensor on it
+# reports ``cuda:0``. And Apple's MPS has no float64. The helpers below handle these three facts.
+
+
+def as_device(x) -> torch.device:
+    """The ``torch.device`` of ``x``: a ``torch.device``, a device string (``"cuda:0"``), a tensor or a
+    ``torch.Generator``."""
+    if isinstance(x, torch.device):
+        return x
+    if isinstance(x, (torch.Tensor, torch.Generator)):
+        return x.device
+    if isinstance(x, str):
+        try:
+            return torch.device(x)
+        except RuntimeError as err:
+            raise ValueError(
+                f"as_device: {x!r} is not a device string such as 'cpu' or 'cuda:0' ({err})"
+            ) from None
+    raise TypeError(
+        f"as_device: expected a torch.device, a device string, a tensor or a torch.Generator, "
+        f"got {type(x).__name__} {x!r}"
+    )
+
+
+def _index(d: torch.device) -> int:
+    """The index of ``d``; no index means the current device of its type (0 where there is only one)."""
+    if d.index is not None:
+        return d.index
+    if d.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.current_device()
+    return 0
+
+
+def same_device(a, b) -> bool:
+    """True when ``a`` and ``b`` (devices, device strings, tensors or generators) live on the same device.
+
+    Types must match, then indices, where a missing index stands for the current device of that
+    type: ``"cuda"`` and ``"cuda:0"`` are the same device (on a machine whose current CUDA device is
+    0), ``"cuda:0"`` and ``"cuda:1"`` are not. Comparing ``torch.device`` objects with ``==`` gets this
+    wrong: ``torch.device("cuda") != torch.device("cuda:0")``.
+    """
+    a, b = as_device(a), as_device(b)
+    return a.type == b.type and _index(a) == _index(b)
+
+
+def draw_device(generator: torch.Generator | None, default) -> torch.device:
+    """The device to draw random numbers on: ``generator``'s own (PyTorch requires it), or ``default``
+    when there is no generator (then the global generator of ``default`` is used).
+
+    Draw there, then move the result: ``torch.randn(shape, generator=g, device=draw_device(g, device)).to(device)``.
+    With a CPU generator the numbers are the same on every device.
+    """
+    if generator is None:
+        return as_device(default)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"draw_device: expected a torch.Generator or None, got {type(generator).__name__}")
+    return generator.device
+
+
+def dtype_for(device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype that a tensor of ``dtype`` takes on ``device``: float64 becomes float32 on Apple's MPS,
+    which has no float64; everything else is unchanged."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype_for: expected a torch.dtype, got {type(dtype).__name__} {dtype!r}")
+    if dtype == torch.float64 and as_device(device).type == "mps":
+        return torch.float32
+    return dtype
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """``tensor`` on ``device``, float64 converted to float32 first when ``device`` is MPS (see :func:`dtype_for`).
+
+    The conversion happens before the move, on the tensor's own device: a float64 tensor may not
+    reach MPS even for a moment. Quantities that need float64 (noise schedules, metrics) stay on the CPU.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"to_device: expected a torch.Tensor, got {type(tensor).__name__}")
+    device = as_device(device)
+    return tensor.to(dtype_for(device, tensor.dtype)).to(device)
+
+
 def seed(n: int) -> torch.Generator:
     """Seed Python's ``random``, NumPy and torch (all devices) with ``n``.
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmbook.runtime import same_device
+
 
 @dataclass
 class GPTConfig:
@@ -317,6 +319,10 @@ class GPT(nn.Module):
             raise ValueError(f"generate: top_p must be in (0, 1] (or None), got {top_p}")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         was_training = self.training
         self.eval()
         block = self.config.block_size
@@ -348,8 +354,9 @@ class GPT(nn.Module):
             drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
             sorted_probs = sorted_probs.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        if generator is not None and generator.device != probs.device:
-            return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
+        if generator is not None and not same_device(generator, probs):
+            # sample where the generator lives (a CPU generator gives the same tokens on every device)
+            return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
         return torch.multinomial(probs, 1, generator=generator)
 
 

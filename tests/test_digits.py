@@ -72,3 +72,11 @@ def test_show_grid_lays_out_rows_and_rejects_too_few_digits():
     assert ax.images[0].get_array().shape == (30, 100) and ax.get_title() == "t"
     with pytest.raises(ValueError, match="cannot lay out 2 digits in 3 rows"):
         digits.show_grid(digits.load().train_x[:2], rows=3)
+
+
+def test_random_shift_uses_only_its_generator():
+    x = torch.linspace(-1, 1, 64)[None]
+    a = digits.random_shift(x, torch.Generator(device=torch.device("cpu")).manual_seed(4))
+    torch.manual_seed(0)  # the global generator plays no part
+    b = digits.random_shift(x, torch.Generator(device="cpu").manual_seed(4))
+    assert torch.equal(a, b)

@@ -79,3 +79,12 @@ def test_regressor_is_causal_and_checks_its_inputs():
         model(*[t.repeat(1, 2, *([1] * (t.ndim - 2))) for t in (p.xs, p.ys)])
     with pytest.raises(ValueError, match="dimension d=3"):
         model(torch.zeros(1, 2, 4), torch.zeros(1, 2))
+
+
+def test_prompts_come_from_the_generator_and_move_to_the_device():
+    p = linear_prompts(5, 4, 3, torch.Generator(device=torch.device("cpu")).manual_seed(7), device="cpu")
+    g = torch.Generator().manual_seed(7)
+    torch.testing.assert_close(p.ws, torch.randn(5, 3, generator=g), rtol=0, atol=0)
+    torch.testing.assert_close(p.xs, torch.randn(5, 4, 3, generator=g), rtol=0, atol=0)
+    again = linear_prompts(5, 4, 3, torch.Generator(device="cpu").manual_seed(7), device=torch.device("cpu"))
+    assert torch.equal(p.ys, again.ys)

@@ -77,3 +77,15 @@ def test_precision_recall_on_known_cases():
     assert precision == 1.0 and 0.4 < recall < 0.75
     with pytest.raises(ValueError, match="k must be in"):
         precision_recall(real, real, k=300)
+
+
+def test_metrics_compute_in_float64_on_the_cpu():
+    from fmbook.metrics import _as_float64
+
+    x = _as_float64([0.1, 0.2])  # a list is read as float64, not rounded through float32
+    assert x.dtype == torch.float64 and x.device.type == "cpu" and x[0].item() == 0.1
+    t = torch.ones(2, requires_grad=True)
+    assert _as_float64(t).dtype == torch.float64 and not _as_float64(t).requires_grad
+    a = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    b = a + 0.5
+    assert sliced_wasserstein(a, b) == pytest.approx(sliced_wasserstein(a.double(), b.double()), abs=1e-6)

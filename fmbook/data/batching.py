@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fmbook.runtime import draw_device
+
 
 def random_windows(
     tokens: torch.Tensor,
@@ -32,7 +34,8 @@ def random_windows(
         raise ValueError(
             f"random_windows: need at least block_size + 1 = {block_size + 1} tokens, got {len(tokens)}"
         )
-    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    at = draw_device(generator, "cpu")  # a generator draws on its own device
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator, device=at).cpu()
     offsets = torch.arange(block_size + 1)
     windows = tokens[starts[:, None] + offsets].long()
     x, y = windows[:, :-1], windows[:, 1:]

@@ -4,7 +4,7 @@ The notebooks run at the quick ``test`` budget unless FMBOOK_BUDGET says
 otherwise, headless (final figures, scrubbers instead of widgets), and write
 their claims and zoo cache to a fresh temporary folder unless told where.
 
-Their kernels also run on a hostile clock (``tests/hostile_clock``): every
+Their kernels (not the pytest processes) run on a hostile clock (``tests/hostile_clock``): every
 clock a notebook reads runs 3x fast and is read late, as on a machine 3x
 slower with noisy timing. A notebook whose results depend on the machine's
 speed fails the suite. ``FMBOOK_TEST_CLOCK=real`` turns it off.

@@ -26,10 +26,15 @@ from tests.book_config import ROOT, notebooks
 CLOCK_DIR = ROOT / "tests" / "hostile_clock"
 
 
-def hostile_env(**extra) -> dict:
-    env = dict(os.environ, FMBOOK_TEST_CLOCK="hostile", **extra)
+def hostile_env(everywhere: bool = False) -> dict:
+    """The environment of a process on the hostile clock: every Python process, or kernels only."""
+    env = dict(os.environ, FMBOOK_TEST_CLOCK="hostile-all" if everywhere else "hostile")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CLOCK_DIR), str(ROOT)) if p)
     return env
+
+
+def real_env() -> dict:
+    return dict(os.environ, FMBOOK_TEST_CLOCK="real")
 
 
 def run_python(code: str, env: dict) -> dict:
@@ -49,13 +54,14 @@ def test_the_hostile_clock_is_three_times_slow_and_late_on_every_read():
                           "wall": time.time() - time.time(), "flag": list(time.fmbook_hostile_clock)}))
         """
     )
-    got = run_python(code, hostile_env())
+    got = run_python(code, hostile_env(everywhere=True))
+    assert run_python(code.replace("list(time.fmbook_hostile_clock)", "None"), hostile_env())["slept"] < 0.5
     assert got["flag"] == [3.0, 1.0]
     assert 3 * 0.2 + 1.0 <= got["slept"] < 3 * 0.2 + 1.0 + 1.0  # 3x the real 0.2 s, plus one late read
     assert 0.19 <= got["monotonic"] < 0.5  # left alone: the kernel's event loop waits on it
     assert got["ns"] >= 10**9  # the _ns twins are hostile too
     assert got["wall"] < 0  # time.time() read later is larger: the clock stays monotone
-    real = run_python(code.replace("list(time.fmbook_hostile_clock)", "None"), dict(os.environ))
+    real = run_python(code.replace("list(time.fmbook_hostile_clock)", "None"), real_env())
     assert 0.19 <= real["slept"] < 0.5, "without FMBOOK_TEST_CLOCK=hostile the clock is the real one"
 
 
@@ -68,8 +74,8 @@ def test_the_hostile_clock_squashes_speed_ratios():
         print(json.dumps({"ratio": timed(2_000_000) / timed(200_000)}))
         """
     )
-    assert run_python(code, dict(os.environ))["ratio"] > 5  # ten times the work
-    assert run_python(code, hostile_env())["ratio"] < 2  # less than half of it
+    assert run_python(code, real_env())["ratio"] > 5  # ten times the work
+    assert run_python(code, hostile_env(everywhere=True))["ratio"] < 2  # less than half of it
 
 
 TIMED = """\

@@ -2,8 +2,9 @@
 
 Python imports ``sitecustomize`` at start-up from the first folder on ``sys.path`` that has one;
 the test suite puts this folder first in ``PYTHONPATH`` of the notebook kernels (see
-``conftest.py``). With ``FMBOOK_TEST_CLOCK=hostile`` every clock a notebook reads to time
-something -- ``time.perf_counter``, ``time.process_time``, ``time.thread_time``, ``time.time``
+``conftest.py``). With ``FMBOOK_TEST_CLOCK=hostile``, in a Jupyter kernel (the pytest
+processes themselves keep the real clock; ``hostile-all`` makes every Python process hostile,
+for the clock's own tests), every clock a notebook reads to time something -- ``time.perf_counter``, ``time.process_time``, ``time.thread_time``, ``time.time``
 and their ``_ns`` twins -- then
 
 * runs ``FMBOOK_TEST_CLOCK_SLOWDOWN`` times fast (default 3): every duration looks 3x longer,
@@ -23,9 +24,12 @@ machine is a measurement (``fmbook.claims.measure``), never a bound that gates.
 
 import itertools
 import os
+import sys
 import time
 
-if os.environ.get("FMBOOK_TEST_CLOCK") == "hostile":
+_mode = os.environ.get("FMBOOK_TEST_CLOCK")
+_kernel = "ipykernel_launcher" in getattr(sys, "orig_argv", ())
+if _mode == "hostile-all" or (_mode == "hostile" and _kernel):
     _SLOWDOWN = float(os.environ.get("FMBOOK_TEST_CLOCK_SLOWDOWN", "3"))
     _LATENCY = float(os.environ.get("FMBOOK_TEST_CLOCK_LATENCY", "1"))
     _reads = itertools.count(1)

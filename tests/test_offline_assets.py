@@ -15,7 +15,13 @@ from tests.check_site import mathjax_script
 
 VENDOR = ROOT / "_vendor"
 VENDOR_JS = (ROOT / "scripts" / "vendor-js").read_text(encoding="utf-8")
-needs_vendor = pytest.mark.skipif(not VENDOR.is_dir(), reason="_vendor/ not made yet (bash scripts/setup)")
+
+
+@pytest.fixture
+def vendor():
+    """_vendor/, which scripts/setup (run by scripts/test) fills from npm."""
+    assert VENDOR.is_dir(), "_vendor/ is missing: run bash scripts/setup (scripts/vendor-js)"
+    return VENDOR
 
 
 def sphinx_config() -> dict:
@@ -61,16 +67,14 @@ def test_widget_scripts_are_local():
         assert posixpath.basename(path) in VENDOR_JS
 
 
-@needs_vendor
-def test_vendored_files_exist():
+def test_vendored_files_exist(vendor):
     paths = [vendored_mathjax()] + [site_path(p) for p in sphinx_config()["nb_ipywidgets_js"]]
     for path in paths:
-        assert (VENDOR / path).is_file(), f"_vendor/{path} is missing: run bash scripts/vendor-js"
+        assert (vendor / path).is_file(), f"_vendor/{path} is missing: run bash scripts/vendor-js"
 
 
-@needs_vendor
-def test_vendored_mathjax_has_its_version_and_every_font_it_asks_for():
-    script = VENDOR / vendored_mathjax()
+def test_vendored_mathjax_has_its_version_and_every_font_it_asks_for(vendor):
+    script = vendor / vendored_mathjax()
     text = script.read_text(encoding="utf-8")
     wanted = json.loads((ROOT / "package.json").read_text())["dependencies"]["mathjax"]
     assert f'VERSION="{wanted}"' in text, f"{script} is not MathJax {wanted}: run bash scripts/vendor-js"

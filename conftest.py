@@ -30,6 +30,7 @@ if os.environ.setdefault("FMBOOK_TEST_CLOCK", "hostile") == "hostile":
 # With pytest-xdist (two workers on two cores), one thread per worker and per
 # notebook kernel: oversubscribed cores make torch many times slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["FMBOOK_THREADS"] = "1"  # fmbook.threads would otherwise choose for each kernel
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch

@@ -27,6 +27,7 @@ _SUBMODULES = (
     "objectives",
     "runtime",
     "scaling",
+    "threads",
     "tokenizers",
     "train",
     "transformer",

@@ -57,7 +57,13 @@ def pick(*, test, full, gpu=None):
 
 
 def describe() -> str:
-    """One line for the top of a notebook: budget and device."""
+    """One line for the top of a notebook: budget, device and, on the CPU, the threads chosen.
+
+    On the CPU it also chooses the number of threads for this machine (:func:`fmbook.threads.apply`).
+    """
+    from fmbook import threads
     from fmbook.runtime import device
 
-    return f"budget: {name()} (set {BUDGET_ENV}=test or full) | device: {device()}"
+    line = f"budget: {name()} (set {BUDGET_ENV}=test or full) | device: {device()}"
+    choice = threads.apply(device())
+    return line + (f" | {choice.describe()}" if choice is not None else "")

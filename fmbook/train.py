@@ -28,6 +28,8 @@ import torch
 
 from fmbook.runtime import headless
 
+LONG_RUN_STEPS = 200  # fit re-chooses the CPU threads (fmbook.threads) before a run this long
+
 
 @dataclass
 class History:
@@ -206,6 +208,11 @@ def fit(
     if schedule == "cosine":
         lr_at(0, steps, warmup, min_lr_ratio)  # validates warmup and min_lr_ratio
 
+    if steps >= LONG_RUN_STEPS:  # the load may have changed since the notebook started
+        from fmbook import threads
+
+        first = next(model.parameters(), None)
+        threads.apply(first.device if first is not None else None)
     quiet = headless()
     next_batch = _batch_source(batches)
     history = History()

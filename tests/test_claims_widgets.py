@@ -18,12 +18,17 @@ full = { min = 0.9, max = 1.0 }
 """
 
 
-@pytest.fixture
-def nb(tmp_path, monkeypatch):
+def demo_notebook(tmp_path, monkeypatch, toml: str) -> claims.Notebook:
+    """Notebook "demo" at the test budget, its thresholds file ``toml``, its records in tmp_path/out."""
     monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("FMBOOK_BUDGET", "test")
-    (tmp_path / "demo.claims.toml").write_text(TOML)
+    (tmp_path / "demo.claims.toml").write_text(toml)
     return claims.notebook("demo", folder=tmp_path)
+
+
+@pytest.fixture
+def nb(tmp_path, monkeypatch):
+    return demo_notebook(tmp_path, monkeypatch, TOML)
 
 
 def test_record_writes_json_and_check_passes(nb, tmp_path):
@@ -104,10 +109,7 @@ full = { reference = 60.0 }
 
 @pytest.fixture
 def mnb(tmp_path, monkeypatch):
-    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
-    monkeypatch.setenv("FMBOOK_BUDGET", "test")
-    (tmp_path / "demo.claims.toml").write_text(MACHINE_TOML)
-    return claims.notebook("demo", folder=tmp_path)
+    return demo_notebook(tmp_path, monkeypatch, MACHINE_TOML)
 
 
 def test_a_measurement_of_the_machine_never_fails_the_notebook(mnb, tmp_path, capsys):

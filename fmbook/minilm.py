@@ -55,22 +55,33 @@ def load(source: str = "package", device=None):
     """``(tokenizer, model)`` of all-MiniLM-L6-v2, the model in eval mode on ``device``.
 
     ``source="package"`` reads the hash-checked copy in the installed package, with no network;
-    ``source="hub"`` asks the Hugging Face hub (e.g. on Colab).
+    ``source="hub"`` asks the Hugging Face hub (e.g. on Colab). Headless (book build, tests),
+    ``transformers`` shows no progress bar: in a notebook it would be a live widget, which a
+    built page cannot render.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from fmbook.runtime import device as default_device
+    from fmbook.runtime import headless
 
-    if source == "package":
-        folder = model_dir()
-        verify(folder / "model.safetensors")
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModel.from_pretrained(folder, local_files_only=True)
-    elif source == "hub":
-        tokenizer = AutoTokenizer.from_pretrained(HUB_ID)
-        model = AutoModel.from_pretrained(HUB_ID)
-    else:
+    if source not in ("package", "hub"):
         raise ValueError(f"minilm.load: source must be 'package' or 'hub', got {source!r}")
+    bars = hf_logging.is_progress_bar_enabled()
+    if headless():
+        hf_logging.disable_progress_bar()
+    try:
+        if source == "package":
+            folder = model_dir()
+            verify(folder / "model.safetensors")
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(HUB_ID)
+            model = AutoModel.from_pretrained(HUB_ID)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return tokenizer, model.to(device or default_device()).eval()
 
 

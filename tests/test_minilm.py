@@ -43,3 +43,23 @@ def test_embeddings_are_unit_length_and_paraphrases_are_closest():
     torch.testing.assert_close(alone[0], e[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="list of strings"):
         minilm.embed("one string", tokenizer, model)
+
+
+@pytest.mark.parametrize(("headless", "bar_during_load"), [("1", False), ("0", True)])
+def test_load_shows_no_progress_bar_headless_and_restores_the_setting(monkeypatch, headless, bar_during_load):
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    seen = []
+    real = AutoModel.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("FMBOOK_HEADLESS", headless)
+    monkeypatch.setattr(AutoModel, "from_pretrained", spy)
+    hf_logging.enable_progress_bar()
+    minilm.load("package", device="cpu")
+    assert seen == [bar_during_load]
+    assert hf_logging.is_progress_bar_enabled()  # the reader's own setting comes back

@@ -302,10 +302,11 @@ def check_values(
         print(r.describe())
     n_results = sum(r.kind == "result" for r in results)
     failed = [r.describe() for r in results if not r.ok]
+    n_machine = len(results) - n_results
     print(
-        f"{n_results - len(failed)} of {n_results} results hold; "
-        f"{len(results) - n_results} measurements of this machine shown beside the reference machine"
-        f" ({REFERENCE_MACHINE})" + (f"; {len(problems)} problems" if problems else "")
+        f"{n_results - len(failed)} of {n_results} results hold; {n_machine} "
+        f"{'measurement' if n_machine == 1 else 'measurements'} of this machine shown beside the "
+        f"reference machine ({REFERENCE_MACHINE})" + (f"; {len(problems)} problems" if problems else "")
     )
     if (failed or problems) and raise_on_failure:
         raise AssertionError(f"claims of {where} failed:\n  " + "\n  ".join(failed + problems))

@@ -121,7 +121,7 @@ def test_a_measurement_of_the_machine_never_fails_the_notebook(mnb, tmp_path, ca
     assert results["train_seconds"].reference == 20.0
     out = capsys.readouterr().out
     assert "train_seconds = 500 s here (reference machine: 20 s; its target there <= 30)" in out
-    assert "2 of 2 results hold; 1 measurements of this machine" in out
+    assert "2 of 2 results hold; 1 measurement of this machine" in out
     doc = json.loads((tmp_path / "out" / "demo.test.json").read_text())
     assert doc["claims"]["train_seconds"]["kind"] == "machine"
     assert doc["peak_memory_mib"] > 10  # a Python process with torch imported

@@ -181,6 +181,7 @@ class Notebook:
         self.budget = budget.name()
         self.values: dict[str, dict] = {}
         self.extra: dict[str, float] = {}
+        self._specs: dict[str, Spec] | None = None
 
     @property
     def thresholds_file(self) -> Path:
@@ -191,7 +192,10 @@ class Notebook:
         return claims_dir() / f"{self.name}.{self.budget}.json"
 
     def specs(self) -> dict[str, Spec]:
-        return load_specs(self.thresholds_file, self.budget)
+        """The thresholds file's entries for this budget, read once per notebook."""
+        if self._specs is None:
+            self._specs = load_specs(self.thresholds_file, self.budget)
+        return self._specs
 
     def record(self, name: str, value: float, unit: str = "") -> float:
         """Record result ``name`` (what a model learned or the math says): ``value`` in ``unit``.

@@ -116,7 +116,8 @@ def main() -> int:
         )
         failures += bool(run["error"])
         print(f"  {'claim':<26} {'kind':<8} {'bound / target':<20} {'reference':>10} {'measured':>12}  unit")
-        for claim in sorted(set(specs) | set(measured)):
+        quoted = {c for c, entry in measured.items() if entry.get("kind") == "constant"}
+        for claim in sorted(set(specs) | set(measured) - quoted):
             spec = specs.get(claim)
             value = measured.get(claim, {}).get("value")
             text = spec.bound_text() if spec and spec.bounds else "(none)"

@@ -18,6 +18,14 @@ in the thresholds file:
 
       claims.measure("train_seconds", history.seconds, "s")
 
+A number the book only **quotes** -- a configuration constant such as the
+number of training steps, or a count fixed by the code -- is glued without a
+bound, since a bound that pins a constant to itself cannot fail::
+
+    claims.quote("steps", config["steps"], "steps")
+
+A quoted name must not also have an entry in the thresholds file.
+
 A notebook names itself once, records its claims where it computes them, and
 checks them at the end::
 
@@ -70,6 +78,7 @@ from fmbook import budget
 CLAIMS_DIR_ENV = "FMBOOK_CLAIMS_DIR"
 BOUNDS = ("min", "max")
 KINDS = ("result", "machine")
+QUOTED = "constant"
 REFERENCE_MACHINE = "2 CPU cores, PyTorch's CPU build"
 
 
@@ -216,8 +225,16 @@ class Notebook:
             _glue(f"{name}_reference", spec.reference)
         return number
 
+    def quote(self, name: str, value: float, unit: str = "") -> float:
+        """Glue a constant the prose quotes (a configuration value, a count fixed by the code).
+
+        It is kept in the record but has no bound: it must not have an entry in the
+        thresholds file.
+        """
+        return self._add(name, value, unit, QUOTED)
+
     def _add(self, name: str, value: float, unit: str, kind: str) -> float:
-        verb = "record" if kind == "result" else "measure"
+        verb = {"result": "record", "machine": "measure", QUOTED: "quote"}[kind]
         if not isinstance(name, str) or not name.replace("_", "").isalnum():
             raise ValueError(f"claims.{verb}: name must be letters, digits and '_', got {name!r}")
         try:
@@ -260,6 +277,7 @@ class Notebook:
             self.specs(),
             units={k: v["unit"] for k, v in self.values.items()},
             kinds={k: v["kind"] for k, v in self.values.items()},
+            quoted={k for k, v in self.values.items() if v["kind"] == QUOTED},
             where=f"{self.name} at budget {self.budget!r}",
             raise_on_failure=raise_on_failure,
         )
@@ -271,17 +289,25 @@ def check_values(
     *,
     units: dict[str, str] | None = None,
     kinds: dict[str, str] | None = None,
+    quoted: set[str] | frozenset[str] = frozenset(),
     where: str = "",
     raise_on_failure: bool = True,
 ) -> list[Result]:
     """Check measured ``values`` against their ``specs``; print a line per claim and a summary.
 
     Results out of bounds fail; measurements of the machine are shown, never failed.
-    ``kinds`` (how each value was recorded) must agree with the specs.
+    ``kinds`` (how each value was recorded) must agree with the specs. ``quoted`` names
+    constants glued without a bound: they must have no spec.
     """
     units = units or {}
     kinds = kinds or {}
     problems = []
+    bounded_quotes = sorted(set(quoted) & set(specs))
+    if bounded_quotes:
+        problems.append(
+            f"quoted constants must not have an entry in the thresholds file: {', '.join(bounded_quotes)}"
+        )
+    values = {k: v for k, v in values.items() if k not in quoted}
     unmeasured = sorted(set(specs) - set(values))
     unbounded = sorted(set(values) - set(specs))
     if unmeasured:
@@ -341,6 +367,23 @@ def record(name: str, value: float, unit: str = "") -> float:
 def measure(name: str, value: float, unit: str = "") -> float:
     """Record a measurement of the machine for the current notebook (see :func:`notebook`)."""
     return _require_current().measure(name, value, unit)
+
+
+def quote(name: str, value: float, unit: str = "") -> float:
+    """Glue a constant that the current notebook's prose quotes, without a bound."""
+    return _require_current().quote(name, value, unit)
+
+
+def spec(notebook_name: str, claim: str, folder: str | Path | None = None) -> Spec:
+    """The entry of ``claim`` in notebook ``notebook_name``'s thresholds file, at the current budget.
+
+    A notebook that re-quotes another notebook's bound reads it here instead of copying it.
+    """
+    folder = Path(folder) if folder is not None else Path.cwd()
+    specs = load_specs(folder / f"{notebook_name}.claims.toml", budget.name())
+    if claim not in specs:
+        raise KeyError(f"claims.spec: {notebook_name} has no claim {claim!r}; it has {', '.join(sorted(specs))}")
+    return specs[claim]
 
 
 def check(raise_on_failure: bool = True) -> list[Result]:

@@ -160,6 +160,30 @@ def test_a_measurement_without_a_reference_value_fails(tmp_path, monkeypatch):
         nb.check()
 
 
+def test_a_quoted_constant_is_glued_without_a_bound(nb, tmp_path, capsys):
+    nb.record("loss", 1.5)
+    nb.record("acc", 0.75)
+    assert nb.quote("steps", 1100, "steps") == 1100.0
+    results = nb.check()
+    assert {r.name for r in results} == {"loss", "acc"}
+    doc = json.loads((tmp_path / "out" / "demo.test.json").read_text())
+    assert doc["claims"]["steps"] == {**doc["claims"]["steps"], "value": 1100.0, "kind": "constant"}
+    assert "2 of 2 results hold" in capsys.readouterr().out
+
+
+def test_a_quoted_constant_must_not_also_be_bounded(nb):
+    nb.record("acc", 0.75)
+    nb.quote("loss", 1.5)
+    with pytest.raises(AssertionError, match="quoted constants must not have an entry.*loss"):
+        nb.check()
+
+
+def test_spec_reads_another_notebooks_bound(nb, tmp_path):
+    assert claims.spec("demo", "acc", folder=tmp_path).bounds == {"min": 0.5, "max": 1.0}
+    with pytest.raises(KeyError, match="no claim 'nope'"):
+        claims.spec("demo", "nope", folder=tmp_path)
+
+
 def test_record_before_notebook_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(claims, "_current", None)
     with pytest.raises(RuntimeError, match="fmbook.claims.notebook"):

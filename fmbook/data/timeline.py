@@ -1,10 +1,13 @@
 """The table of foundation models behind the history chapter's timeline.
 
 ``models.csv`` (beside this file) lists one model per row: name, date
-(``YYYY-MM``), organisation, parameters, training tokens or images, modality,
-objective, open weights, and the ``book/references.bib`` key of the source of
-its numbers. A number the source does not publish is left empty and loads as
-``None``; it is never estimated.
+(``YYYY-MM``, the month the model or its paper was first made public),
+organisation, parameters, the parameters active for each token (mixtures of
+experts only; empty for a dense model, which uses all of them), training
+tokens (tokens seen in pretraining) or images (the size of the training set,
+images or image-text pairs), modality, objective, open weights, and the
+``book/references.bib`` key of the source of its numbers. A number the source
+does not publish is left empty and loads as ``None``; it is never estimated.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ COLUMNS = (
     "date",
     "organisation",
     "parameters",
+    "active_parameters",
     "training_tokens",
     "training_images",
     "modality",
@@ -38,6 +42,7 @@ class ModelRecord:
     date: dt.date  # first day of the month of publication
     organisation: str
     parameters: float | None
+    active_parameters: float | None  # per token, for a mixture of experts; None: dense
     training_tokens: float | None
     training_images: float | None
     modality: str
@@ -52,11 +57,21 @@ class ModelRecord:
         return self.date.year + (self.date.month - 0.5) / 12
 
     @property
+    def parameters_per_token(self) -> float | None:
+        """The parameters that process each token: the active ones of a mixture of experts, else all."""
+        return self.active_parameters if self.active_parameters is not None else self.parameters
+
+    @property
     def compute(self) -> float | None:
-        """Training compute :math:`C \\approx 6ND` in FLOP, where both N and D (tokens) are published."""
-        if self.parameters is None or self.training_tokens is None:
+        r"""Training compute :math:`C \approx 6ND` in FLOP (Kaplan et al. 2020, section 2.1).
+
+        :math:`N` is the number of parameters that process each token (the active ones
+        of a mixture of experts) and :math:`D` the number of training tokens; ``None``
+        unless the source publishes both.
+        """
+        if self.parameters_per_token is None or self.training_tokens is None:
             return None
-        return 6 * self.parameters * self.training_tokens
+        return 6 * self.parameters_per_token * self.training_tokens
 
 
 def _number(row: dict, column: str, line: int) -> float | None:
@@ -104,12 +119,19 @@ def models(path: Path | None = None) -> list[ModelRecord]:
                 )
             if not row["name"].strip() or not row["source"].strip():
                 raise ValueError(f"{path.name} line {line}: name and source are required")
+            active = _number(row, "active_parameters", line)
+            if active is not None and (_number(row, "parameters", line) or 0) < active:
+                raise ValueError(
+                    f"{path.name} line {line}: active_parameters needs parameters and must not "
+                    f"exceed them, got {active:g} active of {row['parameters'] or 'no'} parameters"
+                )
             rows.append(
                 ModelRecord(
                     name=row["name"].strip(),
                     date=date,
                     organisation=row["organisation"].strip(),
                     parameters=_number(row, "parameters", line),
+                    active_parameters=_number(row, "active_parameters", line),
                     training_tokens=_number(row, "training_tokens", line),
                     training_images=_number(row, "training_images", line),
                     modality=row["modality"],

@@ -1,9 +1,10 @@
-r"""Power laws for scaling experiments (Kaplan et al. 2020).
+r"""Power laws for scaling experiments.
 
-:func:`fit_power_law` fits :math:`L(N) = (N_c / N)^{\alpha}`, a straight line
-:math:`\log L = \alpha \log N_c - \alpha \log N` on log-log axes, or, with
-``irreducible=True``, :math:`L(N) = E + (N_c / N)^{\alpha}`, where :math:`E` is
-the loss no model size removes.
+:func:`fit_power_law` fits :math:`L(N) = (N_c / N)^{\alpha}` (Kaplan et al. 2020,
+eq. 1.1), a straight line :math:`\log L = \alpha \log N_c - \alpha \log N` on
+log-log axes, or, with ``irreducible=True``, :math:`L(N) = E + (N_c / N)^{\alpha}`,
+where :math:`E` is the loss no model size removes (the form of Henighan et al.
+2020 and, with a data term added, Hoffmann et al. 2022, eq. 2).
 """
 
 from __future__ import annotations

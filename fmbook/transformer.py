@@ -80,8 +80,9 @@ def scaled_dot_product_attention(
 class KVCache:
     """Keys and values of the positions seen so far, one ``(k, v)`` pair per layer.
 
-    With a cache, generating a token costs one position's worth of work per
-    layer instead of recomputing the whole context.
+    With a cache, each generated token runs the projections and the MLP for
+    the newest position only, instead of for the whole context again; its
+    attention still reads every cached key and value.
     """
 
     def __init__(self, n_layer: int):
@@ -215,11 +216,19 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the position embedding (tied token
-        embeddings count once), as in Kaplan et al. (2020)."""
+    def num_params(self, embeddings: bool = True) -> int:
+        """The number of parameters, counted one of two ways.
+
+        ``embeddings=True``: every parameter, the tied token embedding (which is also
+        the output layer) counted once. Hoffmann et al. (2022) count parameters this
+        way, so their compute-optimal "about 20 tokens per parameter" refers to it.
+
+        ``embeddings=False``: without the token and position embeddings, the
+        "non-embedding" :math:`N` of Kaplan et al. (2020), whose scaling laws use it.
+        With tied weights the output layer goes with the token embedding.
+        """
         n = sum(p.numel() for p in self.parameters())
-        return n - self.wpe.weight.numel() if non_embedding else n
+        return n if embeddings else n - self.wte.weight.numel() - self.wpe.weight.numel()
 
     def _check_idx(self, idx: torch.Tensor, argname: str = "idx") -> None:
         if not isinstance(idx, torch.Tensor) or idx.ndim != 2:
@@ -370,8 +379,10 @@ class BERT(GPT):
     one difference: attention is not masked, so every position sees the whole
     sequence. ``forward(idx, labels)`` returns the logits at every position
     and the masked-token loss over the positions whose label is not ``-100``.
-    It cannot generate left to right: it was never asked to predict a token
-    from the left side alone.
+    It is not trained to write left to right: most hidden positions have
+    context on both sides, so it continues a text less well than a causal
+    model. Masked models can generate by filling in masks over several rounds
+    instead (Wang & Cho 2019; Chang et al. 2022); this class does not.
     """
 
     def __init__(self, config: GPTConfig):
@@ -395,6 +406,6 @@ class BERT(GPT):
 
     def generate(self, *args, **kwargs):
         raise NotImplementedError(
-            "BERT does not generate left to right: it predicts masked tokens from both sides. "
-            "Use fmbook.transformer.GPT for generation."
+            "fmbook's BERT has no left-to-right generate: it was trained to fill in masked tokens "
+            "from both sides. Use fmbook.transformer.GPT for generation."
         )

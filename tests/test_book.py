@@ -108,3 +108,32 @@ def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
     for script in ("scripts/setup", "binder/postBuild"):  # scripts read the file, they do not repeat it
         text = (ROOT / script).read_text(encoding="utf-8")
         assert "pins.txt" in text and script not in seen, script
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_no_result_pins_a_constant_to_itself(path):
+    """A bound with min == max on a result checks a constant against itself and cannot fail:
+    such a number is quoted (claims.quote), not bounded."""
+    import tomllib
+
+    table = tomllib.loads(path.with_name(f"{path.stem}.claims.toml").read_text(encoding="utf-8"))
+    pinned = [
+        f"{name}.{budget}"
+        for name, spec in table.items()
+        if spec.get("kind") == "result"
+        for budget in ("test", "full")
+        if "min" in spec.get(budget, {}) and spec[budget].get("min") == spec[budget].get("max")
+    ]
+    assert not pinned, f"{path.name}: quote these constants with claims.quote instead: {', '.join(pinned)}"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_a_notebook_never_records_a_value_it_just_asserted(path):
+    """`assert x == y` followed by `claims.record(..., x == y ...)` records a claim that cannot fail."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        asserted = set(re.findall(r"^assert (\w+) == \w+", cell.source, flags=re.M))
+        recorded = re.findall(r"claims\.record\(\s*\"\w+\",\s*(?:float\()?\(?(\w+)", cell.source)
+        assert not asserted & set(recorded), f"{path.name}: records what it asserted: {asserted & set(recorded)}"

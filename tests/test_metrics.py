@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fmbook.metrics import c2st, frechet_distance, sliced_wasserstein
+from fmbook.metrics import c2st, frechet_distance, paired_bootstrap, sliced_wasserstein
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -89,3 +89,29 @@ def test_metrics_compute_in_float64_on_the_cpu():
     a = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     b = a + 0.5
     assert sliced_wasserstein(a, b) == pytest.approx(sliced_wasserstein(a.double(), b.double()), abs=1e-6)
+
+
+def test_paired_bootstrap_matches_the_normal_interval_of_a_mean_difference():
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(4000, generator=g) < 0.6).double()
+    b = torch.where(torch.rand(4000, generator=g) < 0.8, a, 1 - a)  # agrees with a on 80%
+    est = paired_bootstrap(a, b, resamples=4000)
+    d = a - b
+    half = 1.96 * d.std().item() / math.sqrt(len(d))
+    assert est.mean == pytest.approx(d.mean().item())
+    assert est.low == pytest.approx(d.mean().item() - half, abs=0.2 * half)
+    assert est.high == pytest.approx(d.mean().item() + half, abs=0.2 * half)
+
+
+def test_paired_bootstrap_pairs_the_examples():
+    # b is a plus a constant: every paired resample has the same difference, so the interval is a point
+    a = torch.linspace(0, 1, 500)
+    est = paired_bootstrap(a + 0.1, a)
+    assert est.low == pytest.approx(0.1) and est.high == pytest.approx(0.1) and est.excludes_zero()
+    same = paired_bootstrap(a, a.flip(0))
+    assert same.low < 0 < same.high and not same.excludes_zero()
+
+
+def test_paired_bootstrap_rejects_unpaired_input():
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap(torch.ones(5), torch.ones(6))

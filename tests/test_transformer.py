@@ -202,7 +202,7 @@ def test_bert_sees_both_sides_and_scores_only_masked_positions():
     logits, loss = model(a, labels)
     expected = torch.nn.functional.cross_entropy(logits[0, 3:4], a[0, 3:4])
     torch.testing.assert_close(loss, expected)
-    with pytest.raises(NotImplementedError, match="does not generate"):
+    with pytest.raises(NotImplementedError, match="no left-to-right generate"):
         model.generate(a, 3)
 
 

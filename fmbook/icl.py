@@ -109,8 +109,12 @@ def normalized_error(predictions: torch.Tensor, ys: torch.Tensor, d: int) -> tor
 
 
 def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """:math:`\\hat y_i = \\hat w_i^\\top x_i` with :math:`\\hat w_i` the minimum-norm least-squares fit to the first
-    :math:`i-1` pairs (0 for :math:`i = 1`): the optimal estimator for Gaussian :math:`w` once :math:`i > d`."""
+    r""":math:`\hat y_i = \hat w_i^\top x_i` with :math:`\hat w_i = X_{<i}^{+} y_{<i}`, the minimum-norm
+    least-squares fit to the first :math:`i-1` pairs (0 for :math:`i = 1`).
+
+    For :math:`w \sim \mathcal{N}(0, I_d)` and noiseless :math:`y` this is the posterior mean of
+    :math:`w`, so the best prediction in squared error at every :math:`i`; from :math:`i - 1 = d`
+    pairs on it recovers :math:`w` exactly."""
     B, k, d = xs.shape
     out = torch.zeros(B, k, dtype=xs.dtype, device=xs.device)
     for i in range(1, k):
@@ -120,7 +124,12 @@ def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 
 def averaging(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """:math:`\\hat w_i = \\frac{1}{i-1}\\sum_{j<i} y_j x_j` (an unbiased estimate of :math:`w` for :math:`x \\sim \\mathcal{N}(0, I)`)."""
+    r""":math:`\hat y_i = \hat w_i^\top x_i` with :math:`\hat w_i = \frac{1}{i-1}\sum_{j<i} y_j x_j` (0 for :math:`i = 1`).
+
+    :math:`\hat w_i` is an unbiased estimate of :math:`w` for :math:`x \sim \mathcal{N}(0, I)`, and it is
+    exactly one step of gradient descent of size 1 from :math:`w = 0` on
+    :math:`L(w) = \frac{1}{2(i-1)}\sum_{j<i} (w^\top x_j - y_j)^2`, since
+    :math:`\nabla L(0) = -\frac{1}{i-1}\sum_{j<i} y_j x_j`."""
     B, k, d = xs.shape
     sums = torch.cumsum(ys[..., None] * xs, dim=1)
     counts = torch.arange(1, k + 1, device=xs.device, dtype=xs.dtype)[None, :, None]

@@ -86,8 +86,9 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-# GPT-2's pre-tokenizer: split text into words, numbers, punctuation runs and
-# spaces before BPE, so that merges never cross a word boundary (Radford et al. 2019).
+# GPT-2's pre-tokenizer (the pattern of its released encoder, contractions grouped):
+# split text into contractions, words, numbers, punctuation runs and spaces before BPE,
+# so that no merge joins letters to digits, punctuation or the next word (Radford et al. 2019).
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 

@@ -56,6 +56,25 @@ def test_averaging_and_nearest_neighbours_by_hand():
         nearest_neighbours(p.xs, p.ys, n=0)
 
 
+def test_averaging_is_one_gradient_step_from_zero():
+    p = prompts(batch=4, k=9, d=3)
+    for i in (1, 4, 8):  # predict y_i from the i pairs before it
+        w = torch.zeros(4, 3, requires_grad=True)
+        loss = 0.5 * ((p.xs[:, :i] * w[:, None]).sum(-1) - p.ys[:, :i]).square().mean(1).sum()
+        loss.backward()
+        step = -w.grad  # w_1 = w_0 - 1 * grad, w_0 = 0
+        torch.testing.assert_close(averaging(p.xs, p.ys)[:, i], (step * p.xs[:, i]).sum(-1))
+
+
+def test_least_squares_is_the_posterior_mean_before_d_examples():
+    # with fewer examples than dimensions the minimum-norm fit is the projection of w onto the
+    # span of the x_j, which for w ~ N(0, I) is E[w | data]: its error is (d - i) / d on average
+    p = prompts(batch=20000, k=3, d=4)
+    err = normalized_error(least_squares(p.xs, p.ys), p.ys, 4)
+    for i in (1, 2):
+        assert err[i].item() == pytest.approx((4 - i) / 4, abs=0.03)
+
+
 def test_zero_prediction_scores_about_one():
     p = prompts(batch=4000, k=2, d=5)
     err = normalized_error(torch.zeros_like(p.ys), p.ys, 5)

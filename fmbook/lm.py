@@ -33,6 +33,8 @@ TUNING_PLAYS = VALIDATION_PLAYS[:2]
 TEST_PLAYS = VALIDATION_PLAYS[2:]
 """Held-out plays on which the models are compared; no choice ever looks at them."""
 LR_SWEEP_FILE = Path(__file__).parent / "data" / "lm_lr_sweep.json"
+SEEDS_FILE = Path(__file__).parent / "data" / "lm_seeds.json"
+"""The head-to-head of ``benchmarks/bert_vs_gpt_seeds.py`` for other training seeds (full budget)."""
 
 
 @dataclass(frozen=True)

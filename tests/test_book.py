@@ -137,3 +137,14 @@ def test_a_notebook_never_records_a_value_it_just_asserted(path):
         asserted = set(re.findall(r"^assert (\w+) == \w+", cell.source, flags=re.M))
         recorded = re.findall(r"claims\.record\(\s*\"\w+\",\s*(?:float\()?\(?(\w+)", cell.source)
         assert not asserted & set(recorded), f"{path.name}: records what it asserted: {asserted & set(recorded)}"
+
+
+def test_every_data_file_of_fmbook_ships_with_the_package():
+    """Colab installs fmbook with pip: a data file outside package-data would be missing there."""
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fmbook"]
+    data = [p for p in (ROOT / "fmbook" / "data").iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert data, "fmbook/data holds no data files"
+    missing = [p.name for p in data if not any(p.match(g) for g in globs)]
+    assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"

@@ -1,13 +1,26 @@
-r"""Diffusion models: noise schedules and the forward process (Ho et al. 2020).
+r"""Diffusion models (chapter 3): noise schedules, the forward process, samplers, guidance, denoisers.
 
-The forward process adds Gaussian noise in :math:`T` small steps,
+The forward process adds Gaussian noise in :math:`T` small steps (Ho et al. 2020, eq. 2),
 :math:`q(x_t \mid x_{t-1}) = \mathcal{N}(\sqrt{1-\beta_t}\,x_{t-1}, \beta_t I)`.
 With :math:`\alpha_t = 1 - \beta_t` and :math:`\bar\alpha_t = \prod_{s \le t}\alpha_s`
-any step can be reached in one jump,
+any step can be reached in one jump (eq. 4),
 
 .. math:: q(x_t \mid x_0) = \mathcal{N}(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I).
 
-Steps are indexed ``t = 0, ..., T-1`` in code (step ``t`` of the paper is ``t-1`` here).
+What the module holds:
+
+* :class:`NoiseSchedule` -- the :math:`\beta_t` (``linear``: Ho et al. 2020; ``cosine``: Nichol &
+  Dhariwal 2021) and ``alphas``, ``alphas_cumprod`` (:math:`\bar\alpha_t`); ``q_sample`` (the jump);
+  ``predict_x0_from_eps``; ``posterior`` (:math:`q(x_{t-1} \mid x_t, x_0)`); the reverse steps
+  ``ddpm_step`` (ancestral sampling, Ho et al. 2020) and ``ddim_step`` (Song et al. 2021).
+* :func:`sampling_steps` -- the sub-sequence of steps a DDIM sampler visits; :func:`sample` -- the
+  whole reverse process, DDPM or DDIM, from :math:`x_T \sim \mathcal{N}(0, I)`.
+* :func:`guided_eps` and :func:`conditional_eps` -- classifier-free guidance (Ho & Salimans 2021).
+* the noise predictors :math:`\epsilon_\theta`: :class:`MLPDenoiser` (points in the plane) and
+  :class:`ResidualMLPDenoiser` (class-conditional, for the 8x8 digits of :mod:`fmbook.digits`),
+  told the step through a :class:`SinusoidalEmbedding`.
+
+Steps are indexed ``t = 0, ..., T-1`` in code (step ``t`` of the papers is index ``t-1`` here).
 A schedule is kept in float64 on the CPU (MPS has no float64); each step's values are picked
 there and cast to the dtype and device of the data they multiply.
 """
@@ -22,7 +35,7 @@ from fmbook.runtime import draw_device
 
 
 class NoiseSchedule:
-    """The variances :math:`\\beta_t` of the forward process and the quantities derived from them."""
+    r"""The variances :math:`\beta_t` of the forward process and the quantities derived from them."""
 
     def __init__(self, betas: torch.Tensor):
         if isinstance(betas, torch.Tensor):
@@ -46,15 +59,15 @@ class NoiseSchedule:
 
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
-        """Ho et al. (2020): :math:`\\beta_t` linear from ``beta_start`` to ``beta_end``."""
+        r"""Ho et al. (2020): :math:`\beta_t` linear from ``beta_start`` to ``beta_end``."""
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"NoiseSchedule.linear: T must be an int >= 1, got {T!r}")
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
-        """Nichol & Dhariwal (2021): :math:`\\bar\\alpha_t = f(t)/f(0)`, :math:`f(t) = \\cos^2\\big(\\frac{t/T + s}{1+s}\\cdot\\frac{\\pi}{2}\\big)`,
-        with :math:`\\beta_t = 1 - \\bar\\alpha_t/\\bar\\alpha_{t-1}` clipped at ``max_beta``."""
+        r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, :math:`f(t) = \cos^2\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`,
+        with :math:`\beta_t = 1 - \bar\alpha_t/\bar\alpha_{t-1}` clipped at ``max_beta``."""
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"NoiseSchedule.cosine: T must be an int >= 1, got {T!r}")
         steps = torch.arange(T + 1, dtype=torch.float64) / T
@@ -64,7 +77,7 @@ class NoiseSchedule:
         return cls(betas)
 
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        """A sample of :math:`q(x_t \\mid x_0)`: :math:`\\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon`.
+        r"""A sample of :math:`q(x_t \mid x_0)`: :math:`\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`.
 
         ``t`` is an int or a tensor of one step per example (shape ``(B,)``,
         ``x0`` of shape ``(B, ...)``); ``noise`` has the shape of ``x0``.
@@ -80,7 +93,7 @@ class NoiseSchedule:
     # -- the reverse process ------------------------------------------------------------
 
     def _abar_prev(self, t: torch.Tensor) -> torch.Tensor:
-        """:math:`\\bar\\alpha_{t-1}` for index ``t``, with :math:`\\bar\\alpha` of "before step 0" equal to 1."""
+        r""":math:`\bar\alpha_{t-1}` for index ``t``, with :math:`\bar\alpha` of "before step 0" equal to 1."""
         prev = torch.cat([torch.ones(1, dtype=self.alphas_cumprod.dtype), self.alphas_cumprod[:-1]])
         return prev[t]
 
@@ -101,7 +114,7 @@ class NoiseSchedule:
         return values.view(-1, *([1] * (like.ndim - 1))) if t.ndim == 1 else values
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        """Invert the jump: :math:`\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon) / \\sqrt{\\bar\\alpha_t}`."""
+        r"""Invert the jump: :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`."""
         if eps.shape != x_t.shape:
             raise ValueError(
                 f"predict_x0_from_eps: eps must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}"
@@ -111,12 +124,12 @@ class NoiseSchedule:
         return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of :math:`q(x_{t-1} \\mid x_t, x_0)` (Ho et al. 2020, eq. 6-7):
+        r"""Mean and variance of :math:`q(x_{t-1} \mid x_t, x_0)` (Ho et al. 2020, eq. 6-7):
 
         .. math::
-            \\tilde\\mu_t = \\frac{\\sqrt{\\bar\\alpha_{t-1}}\\,\\beta_t}{1-\\bar\\alpha_t} x_0
-            + \\frac{\\sqrt{\\alpha_t}\\,(1-\\bar\\alpha_{t-1})}{1-\\bar\\alpha_t} x_t,
-            \\qquad \\tilde\\beta_t = \\frac{1-\\bar\\alpha_{t-1}}{1-\\bar\\alpha_t}\\,\\beta_t .
+            \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t} x_0
+            + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t,
+            \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t .
         """
         if x0.shape != x_t.shape:
             raise ValueError(
@@ -138,10 +151,18 @@ class NoiseSchedule:
         noise: torch.Tensor | None = None,
         clip: float | None = None,
     ) -> torch.Tensor:
-        """One ancestral step :math:`x_t \\to x_{t-1}` of DDPM: the posterior mean with
-        :math:`\\hat x_0` from the predicted noise, plus :math:`\\sqrt{\\tilde\\beta_t}\\,z` (no noise at the last step).
+        r"""One ancestral step :math:`x_t \to x_{t-1}` of DDPM (Ho et al. 2020, Algorithm 2), with
+        :math:`\sigma_t^2 = \tilde\beta_t`:
 
-        ``clip`` clamps :math:`\\hat x_0` to ``[-clip, clip]``, the range of the data, before it is used
+        .. math::
+            x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon\Big)
+            + \sqrt{\tilde\beta_t}\,z ,
+
+        computed as the posterior mean :math:`\tilde\mu_t(x_t, \hat x_0)` with :math:`\hat x_0` from the
+        predicted noise ``eps`` (the same mean as above when ``clip`` is None), plus ``noise`` :math:`z`
+        scaled; no noise at the last step (``t = 0``) or when ``noise`` is None.
+
+        ``clip`` clamps :math:`\hat x_0` to ``[-clip, clip]``, the range of the data, before it is used
         (Ho et al.'s sampler does this for images in [-1, 1])."""
         if not isinstance(t, int):
             raise TypeError(
@@ -163,15 +184,15 @@ class NoiseSchedule:
         noise: torch.Tensor | None = None,
         clip: float | None = None,
     ) -> torch.Tensor:
-        """One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample), Song et al. (2021), eq. 12:
+        r"""One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample), Song et al. (2021), eqs. 12 and 16:
 
         .. math::
-            x_s = \\sqrt{\\bar\\alpha_s}\\,\\hat x_0 + \\sqrt{1 - \\bar\\alpha_s - \\sigma^2}\\,\\epsilon + \\sigma z,
-            \\qquad \\sigma = \\eta \\sqrt{\\frac{1-\\bar\\alpha_s}{1-\\bar\\alpha_t}}\\sqrt{1-\\frac{\\bar\\alpha_t}{\\bar\\alpha_s}} .
+            x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma^2}\,\epsilon + \sigma z,
+            \qquad \sigma = \eta \sqrt{\frac{1-\bar\alpha_s}{1-\bar\alpha_t}}\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_s}} .
 
         ``eta = 0`` is deterministic; ``eta = 1`` between consecutive steps is DDPM's posterior variance.
-        With ``clip``, :math:`\\hat x_0` is clamped to ``[-clip, clip]`` and :math:`\\epsilon` recomputed from it,
-        :math:`\\epsilon = (x_t - \\sqrt{\\bar\\alpha_t}\\,\\hat x_0)/\\sqrt{1-\\bar\\alpha_t}`, so that the two stay consistent.
+        With ``clip``, :math:`\hat x_0` is clamped to ``[-clip, clip]`` and :math:`\epsilon` recomputed from it,
+        :math:`\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}`, so that the two stay consistent.
         """
         if not isinstance(t, int) or not isinstance(s, int) or not -1 <= s < t < self.T:
             raise ValueError(f"ddim_step: need integers -1 <= s < t < T = {self.T}, got t={t!r}, s={s!r}")
@@ -199,7 +220,7 @@ def _clip(x0: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022): :math:`\\tilde\\epsilon = (1 + w)\\,\\epsilon(x, c) - w\\,\\epsilon(x)`."""
+    r"""Classifier-free guidance (Ho & Salimans 2021): :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x)`."""
     if w < 0:
         raise ValueError(f"guided_eps: the guidance scale w must be >= 0, got {w}")
     if eps_cond.shape != eps_uncond.shape:
@@ -211,9 +232,14 @@ def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> to
 
 
 def sampling_steps(T: int, n: int) -> list[int]:
-    """``n`` evenly spaced step indices from ``T - 1`` down to 0: the sub-sequence a DDIM sampler visits."""
-    if not 1 <= n <= T:
-        raise ValueError(f"sampling_steps: the number of steps must be in [1, T = {T}], got {n}")
+    """``n`` evenly spaced step indices from ``T - 1`` down to 0: the sub-sequence a DDIM sampler visits.
+
+    ``n = 1`` is the single index ``T - 1``: one jump from pure noise to the clean estimate.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+        raise ValueError(f"sampling_steps: the number of steps must be in [1, T = {T}] (an int), got {n!r}")
+    if n == 1:
+        return [T - 1]
     return sorted({round(i * (T - 1) / max(n - 1, 1)) for i in range(n)}, reverse=True)
 
 
@@ -235,7 +261,7 @@ class SinusoidalEmbedding(torch.nn.Module):
 
 
 class MLPDenoiser(torch.nn.Module):
-    """A noise predictor :math:`\\epsilon_\\theta(x_t, t)` for points in :math:`\\mathbb{R}^d`: an MLP on ``[x_t, emb(t)]``."""
+    r"""A noise predictor :math:`\epsilon_\theta(x_t, t)` for points in :math:`\mathbb{R}^d`: an MLP on ``[x_t, emb(t)]``."""
 
     def __init__(self, dim: int, T: int, width: int = 128, depth: int = 3, t_dim: int = 32):
         super().__init__()
@@ -270,11 +296,11 @@ class _ResidualBlock(torch.nn.Module):
 
 
 class ResidualMLPDenoiser(torch.nn.Module):
-    """A class-conditional noise predictor :math:`\\epsilon_\\theta(x_t, t, c)` for flattened images.
+    r"""A class-conditional noise predictor :math:`\epsilon_\theta(x_t, t, c)` for flattened images.
 
     The step and the class are embedded, summed into one vector ``e`` and added inside every
-    residual block. Class ``num_classes`` is the "no label" token :math:`\\varnothing` that
-    classifier-free guidance needs for :math:`\\epsilon_\\theta(x_t, t, \\varnothing)`.
+    residual block. Class ``num_classes`` is the "no label" token :math:`\varnothing` that
+    classifier-free guidance needs for :math:`\epsilon_\theta(x_t, t, \varnothing)`.
     """
 
     def __init__(
@@ -316,8 +342,8 @@ class ResidualMLPDenoiser(torch.nn.Module):
 
 
 def conditional_eps(model: ResidualMLPDenoiser, labels: torch.Tensor, w: float = 0.0):
-    """``eps_fn(x, t)`` for :func:`sample` that asks ``model`` for class ``labels`` with guidance scale ``w``:
-    :math:`\\tilde\\epsilon = (1 + w)\\,\\epsilon(x, c) - w\\,\\epsilon(x, \\varnothing)`, both in one batch.
+    r"""``eps_fn(x, t)`` for :func:`sample` that asks ``model`` for class ``labels`` with guidance scale ``w``:
+    :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x, \varnothing)`, both in one batch.
     ``w = 0`` is plain conditional sampling (one forward pass)."""
     if w < 0:
         raise ValueError(f"conditional_eps: the guidance scale w must be >= 0, got {w}")
@@ -345,13 +371,13 @@ def sample(
     trajectory: bool = False,
     clip: float | None = None,
 ):
-    """Draw samples by running the reverse process from :math:`x_T \\sim \\mathcal{N}(0, I)`.
+    r"""Draw samples by running the reverse process from :math:`x_T \sim \mathcal{N}(0, I)`.
 
     ``eps_fn(x, t)`` predicts the noise for a batch at integer step tensor ``t``.
     With ``n_steps=None`` every step is taken with :meth:`NoiseSchedule.ddpm_step`
     (ancestral DDPM); otherwise DDIM steps (:meth:`NoiseSchedule.ddim_step`, with
     ``eta``) visit ``n_steps`` evenly spaced steps. ``clip`` clamps each step's
-    :math:`\\hat x_0` to the data range ``[-clip, clip]``. ``trajectory=True`` also returns
+    :math:`\hat x_0` to the data range ``[-clip, clip]``. ``trajectory=True`` also returns
     the list of ``(t, x_t)`` visited. Noise is drawn on ``generator``'s device and moved to ``device``:
     with a CPU generator a seed gives the same noise on every device.
     """

@@ -229,7 +229,7 @@ def diffusion_loss(
     p_uncond: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    r"""Ho et al.'s simple loss with a label that is sometimes hidden (Ho & Salimans 2022):
+    r"""Ho et al.'s simple loss with a label that is sometimes hidden (Ho & Salimans 2021):
 
     .. math:: \mathbb{E}_{x_0, c, t, \epsilon}\,\big\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0
               + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ c') \big\rVert^2 ,

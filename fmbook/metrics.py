@@ -28,9 +28,9 @@ def paired_bootstrap(a, b, resamples: int = 2000, level: float = 0.95, seed: int
     ``a[i]`` and ``b[i]`` are two methods' scores on the same example ``i`` (1.0 for
     right, 0.0 for wrong, or any per-example score). Each resample draws ``n``
     examples with replacement, the same for both methods, and takes
-    :math:`ar d^{*} = rac1n \sum_i (a_{i^*} - b_{i^*})`; the interval is the
-    :math:`(1-	ext{level})/2` and :math:`(1+	ext{level})/2` quantiles of the
-    ``resamples`` values of :math:`ar d^{*}` (Efron & Tibshirani 1993, ch. 13).
+    :math:`\bar d^{*} = \frac1n \sum_i (a_{i^*} - b_{i^*})`; the interval is the
+    :math:`(1-\text{level})/2` and :math:`(1+\text{level})/2` quantiles of the
+    ``resamples`` values of :math:`\bar d^{*}` (Efron & Tibshirani 1993, ch. 13).
     Pairing removes the variation of the examples' difficulty, which both
     methods share.
     """

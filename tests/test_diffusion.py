@@ -104,6 +104,10 @@ def test_ddpm_step_is_the_epsilon_form_of_ho_et_al():
         a, ab = s.alphas[t], s.alphas_cumprod[t]
         expected = (xt - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt()  # Algorithm 2, without noise
         torch.testing.assert_close(s.ddpm_step(xt, t, eps), expected)
+        # with noise z: sigma_t^2 = beta-tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+        z = torch.full((5,), 0.7, dtype=torch.float64)
+        sigma = ((1 - s.alphas_cumprod[t - 1]) / (1 - ab) * (1 - a)).sqrt()
+        torch.testing.assert_close(s.ddpm_step(xt, t, eps, z), expected + sigma * z)
 
 
 def test_ddim_eta_one_between_neighbours_has_the_ddpm_variance_and_eta_zero_is_deterministic():
@@ -129,6 +133,11 @@ def test_guidance_and_step_sequences():
     assert sampling_steps(1000, 1000) == list(range(999, -1, -1))
     steps = sampling_steps(1000, 50)
     assert len(steps) == 50 and steps[0] == 999 and steps[-1] == 0
+    assert sampling_steps(1000, 1) == [999]  # one jump from pure noise, not a step at index 0
+    assert sampling_steps(1000, 2) == [999, 0]
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=r"must be in \[1, T = 1000\]"):
+            sampling_steps(1000, bad)
     with pytest.raises(ValueError, match="guidance scale w must be >= 0"):
         guided_eps(c, u, -1.0)
     with pytest.raises(ValueError, match=r"must be in \[1, T = 1000\]"):

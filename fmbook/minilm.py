@@ -96,17 +96,24 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def embed(texts: list[str], tokenizer, model, batch_size: int = 64) -> torch.Tensor:
-    """Unit-length sentence embeddings ``(len(texts), 384)`` on the CPU."""
+def embed(
+    texts: list[str], tokenizer, model, batch_size: int = 64, normalize: bool = True
+) -> torch.Tensor:
+    r"""Sentence embeddings ``(len(texts), 384)`` on the CPU: :math:`e(s)` of the module's
+    docstring, or with ``normalize=False`` the mean-pooled last hidden states :math:`\bar h`."""
     if isinstance(texts, str):
         raise TypeError("minilm.embed: texts must be a list of strings, not one string")
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
-            list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt"
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
         )
         batch = {k: v.to(device) for k, v in batch.items()}
         hidden = model(**batch).last_hidden_state
-        out.append(torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=1).cpu())
+        pooled = mean_pool(hidden, batch["attention_mask"])
+        out.append((torch.nn.functional.normalize(pooled, dim=1) if normalize else pooled).cpu())
     return torch.cat(out) if out else torch.zeros(0, model.config.hidden_size)

@@ -1,20 +1,31 @@
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from fmbook.adapt import (
+    FitLog,
     LoRALinear,
     PooledClassifier,
     SurprisalClassifier,
     add_lora,
     count_parameters,
     few_shot,
+    few_shot_index,
+    finetune,
+    fit_probe,
+    likelihood_features,
     misspell,
+    next_token_log_probs,
+    paired_bootstrap,
+    pooled_features,
+    predict,
+    pseudo_log_probs,
     spelling_task,
     verse_lines,
 )
-from fmbook.transformer import GPT, GPTConfig
+from fmbook.transformer import BERT, GPT, GPTConfig
 
 
 def tiny_gpt(seed=0):
@@ -27,10 +38,19 @@ def test_lora_starts_identical_to_the_base_model_and_trains_only_A_and_B():
     idx = torch.randint(0, 20, (3, 16), generator=torch.Generator().manual_seed(1))
     before = model(idx)[0]
     names = add_lora(model, ["attn.qkv", "attn.proj"], rank=4)
-    assert names == ["blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.1.attn.qkv", "blocks.1.attn.proj"]
-    torch.testing.assert_close(model(idx)[0], before, rtol=0, atol=0)  # B = 0: exactly the base model
+    assert names == [
+        "blocks.0.attn.qkv",
+        "blocks.0.attn.proj",
+        "blocks.1.attn.qkv",
+        "blocks.1.attn.proj",
+    ]
+    torch.testing.assert_close(
+        model(idx)[0], before, rtol=0, atol=0
+    )  # B = 0: exactly the base model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"blocks.{i}.attn.{m}.{ab}" for i in (0, 1) for m in ("qkv", "proj") for ab in "AB"}
+    assert trainable == {
+        f"blocks.{i}.attn.{m}.{ab}" for i in (0, 1) for m in ("qkv", "proj") for ab in "AB"
+    }
     n_train, n_total = count_parameters(model)
     # qkv: A (4 x 16) + B (48 x 4); proj: A (4 x 16) + B (16 x 4); two layers
     assert n_train == 2 * ((4 * 16 + 48 * 4) + (4 * 16 + 16 * 4))
@@ -87,15 +107,19 @@ def test_surprisal_features_are_the_language_model_losses_and_ignore_padding():
     model = tiny_gpt()
     clf = SurprisalClassifier(model, 2, top=3)
     idx = torch.randint(0, 20, (2, 16), generator=torch.Generator().manual_seed(3))
-    lengths = torch.tensor([10, 16])
-    feats = clf.features(idx, lengths)
     with torch.no_grad():
         logits = model(idx)[0]
-    for row, n in enumerate(lengths.tolist()):
-        s = torch.stack([-torch.log_softmax(logits[row, t - 1], -1)[idx[row, t]] for t in range(1, n)])
-        torch.testing.assert_close(
-            feats[row], torch.cat([s.topk(3).values, s.mean()[None]]), atol=1e-5, rtol=1e-5
-        )
+    for lengths in (torch.tensor([10, 16]), torch.tensor([5, 9])):  # the second batch is cut to 9
+        feats = clf.features(idx, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            s = torch.stack(
+                [-torch.log_softmax(logits[row, t - 1], -1)[idx[row, t]] for t in range(1, n)]
+            )
+            torch.testing.assert_close(
+                feats[row], torch.cat([s.topk(3).values, s.mean()[None]]), atol=1e-5, rtol=1e-5
+            )
+    lengths = torch.tensor([10, 16])
+    feats = clf.features(idx, lengths)
     # a causal model's features of a padded passage do not depend on what the padding is
     other = idx.clone()
     other[0, 10:] = (other[0, 10:] + 1) % 20
@@ -129,7 +153,9 @@ def test_spelling_task_and_few_shot():
     encode = lambda s: [ord(ch) % 50 for ch in s]  # noqa: E731
     task = spelling_task(lines * 4, encode, length=64, pad_id=0, seed=1)
     assert task.ids.shape == (20, 64) and task.labels.sum() == 10
-    for text, label, n, row in zip(task.texts, task.labels.tolist(), task.lengths.tolist(), task.ids):
+    for text, label, n, row in zip(
+        task.texts, task.labels.tolist(), task.lengths.tolist(), task.ids
+    ):
         assert (text in lines) == (label == 1) and n == len(text)
         assert row[:n].tolist() == encode(text) and (row[n:] == 0).all()
     small = few_shot(task, 3, seed=0)
@@ -139,3 +165,218 @@ def test_spelling_task_and_few_shot():
         few_shot(task, 11, seed=0)
     with pytest.raises(ValueError, match="more than length=8"):
         spelling_task(lines, encode, length=8, pad_id=0)
+
+
+# -- features of a frozen model, probes, early stopping, paired bootstrap ------------------------
+
+
+def tiny_bert(seed=0):
+    torch.manual_seed(seed)
+    return BERT(GPTConfig(vocab_size=21, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+def lines_of(lengths, seed=1, vocab=20, T=16, pad=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (len(lengths), T), generator=g)
+    lengths = torch.tensor(lengths)
+    padded = ids.masked_fill(torch.arange(T)[None] >= lengths[:, None], pad)
+    return ids, padded, lengths
+
+
+def test_pooled_features_are_the_mean_state_of_each_line_fed_alone():
+    ids, padded, lengths = lines_of([5, 16, 5, 9, 12])
+    for model in (tiny_gpt(), tiny_bert()):
+        feats = pooled_features(model, padded, lengths, max_tokens=10)  # several chunks per length
+        with torch.no_grad():
+            expected = torch.stack(
+                [
+                    model.features(padded[i : i + 1, :n])[0].mean(0)
+                    for i, n in enumerate(lengths.tolist())
+                ]
+            )
+        torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
+        # what sits in the padding does not matter, for the bidirectional model too
+        torch.testing.assert_close(
+            pooled_features(model, ids, lengths), feats, atol=1e-5, rtol=1e-5
+        )
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        pooled_features(tiny_gpt(), padded, torch.tensor([0, 16, 5, 9, 12]))
+
+
+def test_next_token_log_probs_sum_to_the_log_likelihood():
+    model = tiny_gpt()
+    _, padded, lengths = lines_of([7, 16, 3])
+    logp = next_token_log_probs(model, padded, lengths)
+    with torch.no_grad():
+        for i, n in enumerate(lengths.tolist()):
+            x = padded[i : i + 1, :n]
+            nll = model(x[:, :-1], x[:, 1:])[1].item() * (n - 1)  # mean loss times the count
+            assert logp[i, 0] == 0 and (logp[i, n:] == 0).all()
+            assert logp[i].sum().item() == pytest.approx(-nll, rel=1e-5)
+
+
+def test_pseudo_log_likelihood_equals_a_loop_over_masked_positions():
+    model, mask_id = tiny_bert(), 20
+    ids, padded, lengths = lines_of([6, 16, 6, 11])
+    terms = pseudo_log_probs(model, padded, lengths, mask_id, max_tokens=50)
+    with torch.no_grad():
+        for i, n in enumerate(lengths.tolist()):
+            line = padded[i, :n]
+            expected = []
+            for t in range(n):  # mask one position at a time, score the true character there
+                masked = line.clone()
+                masked[t] = mask_id
+                logits = model(masked[None])[0][0, t]
+                expected.append(torch.log_softmax(logits, -1)[line[t]])
+            torch.testing.assert_close(terms[i, :n], torch.stack(expected), atol=1e-5, rtol=1e-5)
+            assert (terms[i, n:] == 0).all() and (terms[i, :n] < 0).all()
+    torch.testing.assert_close(
+        pseudo_log_probs(model, ids, lengths, mask_id), terms, atol=1e-5, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="already contain the mask id"):
+        pseudo_log_probs(
+            model, padded.clamp(max=19).index_fill(1, torch.tensor([0]), 20), lengths, 20
+        )
+    with pytest.raises(ValueError, match="mask_id must be an int"):
+        pseudo_log_probs(model, padded, lengths, 21)
+
+
+def test_likelihood_features_summarise_the_scored_characters():
+    log_probs = torch.tensor([[0.0, -1.0, -3.0, -0.5, 0.0], [-2.0, -0.1, -0.2, -4.0, -1.0]])
+    feats = likelihood_features(log_probs, torch.tensor([3, 5]), top=2)
+    torch.testing.assert_close(feats, torch.tensor([[3.0, 1.0, 4.5 / 3], [4.0, 2.0, 7.3 / 5]]))
+    with pytest.raises(ValueError, match="top must be an int"):
+        likelihood_features(log_probs, torch.tensor([3, 5]), top=6)
+    with pytest.raises(ValueError, match="expected log_probs"):
+        likelihood_features(log_probs, torch.tensor([3]))
+
+
+def test_fit_probe_chooses_the_regularisation_on_the_validation_split():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    x = rng.normal(size=(60, 30)) + 0.8 * y[:, None] * (
+        np.arange(30) < 3
+    )  # 3 useful of 30 dimensions
+    probe = fit_probe(x[:20], y[:20], x[20:], y[20:], Cs=(1e-3, 1e-1, 10.0))
+    scores = {}
+    for C in (1e-3, 1e-1, 10.0):
+        regression = LogisticRegression(C=C, solver="liblinear", max_iter=5000, random_state=0)
+        m = make_pipeline(StandardScaler(), regression).fit(x[:20], y[:20])
+        scores[C] = (m.predict(x[20:]) == y[20:]).mean()
+    best = max(scores.values())
+    assert len(set(scores.values())) > 1  # the choice matters
+    assert probe.val_accuracy == best and probe.C == min(c for c, s in scores.items() if s == best)
+    assert (probe.predict(x[20:]) == y[20:]).mean() == best
+    assert probe.n_parameters == 30 + 1  # a weight per feature and a bias
+    weight, bias = probe.linear_head()  # the probe as a head on the raw features
+    logits = torch.as_tensor(x[20:], dtype=torch.float32) @ weight.T + bias
+    assert (logits.argmax(1).numpy() == probe.predict(x[20:])).all()
+    torch.testing.assert_close(
+        logits.softmax(1)[:, 1].double(),
+        torch.as_tensor(probe.pipeline.predict_proba(x[20:])[:, 1]),
+        atol=1e-5,
+        rtol=0,
+    )
+    texts = ["the cat sat", "teh cat sta", "a dog ran", "a odg rna"] * 3
+    labels = [1, 0, 1, 0] * 3
+    text_probe = fit_probe(
+        texts,
+        labels,
+        texts,
+        labels,
+        vectorizer=TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)),
+    )
+    assert text_probe.val_accuracy == 1.0
+    with pytest.raises(ValueError, match="two classes"):
+        fit_probe(x[:4], np.zeros(4), x[4:8], y[4:8])
+    with pytest.raises(ValueError, match="as many labels"):
+        fit_probe(x[:4], y[:3], x[4:8], y[4:8])
+
+
+def test_finetune_stops_early_and_keeps_its_best_validation_step():
+    encode = lambda s: [ord(ch) % 20 for ch in s]  # noqa: E731
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(4)) for _ in range(30)]
+    lines = [" ".join(rng.sample(words, rng.choice([2, 3]))) for _ in range(60)]  # 9 or 14 characters
+    task = spelling_task(lines, encode, length=16, pad_id=0, seed=0)
+    train, val = task.subset(torch.arange(0, 30)), task.subset(torch.arange(30, len(task)))
+    runs = []
+    for _ in range(2):
+        clf = PooledClassifier(tiny_gpt(), 2)
+        log = finetune(
+            clf,
+            train,
+            val,
+            head_lr=1e-2,
+            body_lr=1e-3,
+            max_steps=400,
+            eval_every=5,
+            patience=2,
+            seed=0,
+        )
+        runs.append((log, [p.detach().clone() for p in clf.parameters()]))
+        assert isinstance(log, FitLog) and log.steps < 400 and log.best_step <= log.steps - 2 * 5
+        assert (predict(clf, val) == val.labels).float().mean().item() == log.val_accuracy
+        one_by_one = torch.cat([predict(clf, val.subset([i])) for i in range(len(val))])
+        assert torch.equal(predict(clf, val, batch_size=7), one_by_one)  # in the task's order
+    assert runs[0][0] == runs[1][0]  # the same seed, the same run
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    with pytest.raises(ValueError, match="patience must be an int"):
+        finetune(
+            clf,
+            train,
+            val,
+            head_lr=1e-2,
+            body_lr=1e-3,
+            max_steps=5,
+            eval_every=5,
+            patience=0,
+            seed=0,
+        )
+    with pytest.raises(ValueError, match="give body_lr"):
+        finetune(
+            clf,
+            train,
+            val,
+            head_lr=1e-2,
+            body_lr=None,
+            max_steps=5,
+            eval_every=5,
+            patience=1,
+            seed=0,
+        )
+
+
+def test_paired_bootstrap_matches_a_loop_and_brackets_the_difference():
+    rng = np.random.default_rng(1)
+    a = (rng.random(500) < 0.8).astype(float)
+    b = np.where(rng.random(500) < 0.9, a, 1 - a)  # agrees with a on about 90% of the examples
+    interval = paired_bootstrap(a, b, n_resamples=200, seed=3)
+    index = np.random.default_rng(3).integers(0, 500, size=(200, 500))
+    means = [np.mean(a[row] - b[row]) for row in index]  # one resample at a time
+    assert interval.estimate == pytest.approx(np.mean(a - b))
+    assert interval.low == pytest.approx(np.quantile(means, 0.025))
+    assert interval.high == pytest.approx(np.quantile(means, 0.975))
+    assert interval.low <= interval.estimate <= interval.high
+    better = paired_bootstrap(np.ones(300), np.r_[np.ones(250), np.zeros(50)])
+    assert better.excludes_zero and better.low > 0 and better.estimate == pytest.approx(50 / 300)
+    same = paired_bootstrap(a, a)
+    assert (same.estimate, same.low, same.high) == (0, 0, 0) and not same.excludes_zero
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap(a, b[:-1])
+
+
+def test_few_shot_draws_are_nested_and_index_the_task():
+    encode = lambda s: [ord(ch) % 50 for ch in s]  # noqa: E731
+    lines = [f"Where the Norweyan banners flout line {i}" for i in range(40)]
+    task = spelling_task(lines, encode, length=64, pad_id=0, seed=1)
+    small, large = few_shot_index(task, 3, seed=5), few_shot_index(task, 8, seed=5)
+    assert set(small.tolist()) <= set(large.tolist())
+    assert few_shot(task, 8, seed=5).texts == tuple(task.texts[i] for i in large.tolist())
+    assert torch.bincount(task.labels[large]).tolist() == [8, 8]
+    assert not torch.equal(few_shot_index(task, 8, seed=6), large)

@@ -30,7 +30,11 @@ def test_embeddings_are_unit_length_and_paraphrases_are_closest():
     with pytest.raises(ValueError, match="source must be"):
         minilm.load(source="elsewhere")
     e = minilm.embed(
-        ["The cat sits on the mat.", "A cat is sitting on a mat.", "Stock markets fell sharply today."],
+        [
+            "The cat sits on the mat.",
+            "A cat is sitting on a mat.",
+            "Stock markets fell sharply today.",
+        ],
         tokenizer,
         model,
     )
@@ -41,12 +45,18 @@ def test_embeddings_are_unit_length_and_paraphrases_are_closest():
     # padding a batch does not change an embedding
     alone = minilm.embed(["The cat sits on the mat."], tokenizer, model)
     torch.testing.assert_close(alone[0], e[0], atol=1e-5, rtol=1e-5)
+    # without normalising: the mean-pooled states, whose direction is the embedding
+    pooled = minilm.embed(["The cat sits on the mat."], tokenizer, model, normalize=False)
+    assert pooled.norm() > 1.5
+    torch.testing.assert_close(pooled[0] / pooled[0].norm(), e[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="list of strings"):
         minilm.embed("one string", tokenizer, model)
 
 
 @pytest.mark.parametrize(("headless", "bar_during_load"), [("1", False), ("0", True)])
-def test_load_shows_no_progress_bar_headless_and_restores_the_setting(monkeypatch, headless, bar_during_load):
+def test_load_shows_no_progress_bar_headless_and_restores_the_setting(
+    monkeypatch, headless, bar_during_load
+):
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

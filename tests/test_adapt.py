@@ -306,19 +306,10 @@ def test_finetune_stops_early_and_keeps_its_best_validation_step():
     task = spelling_task(lines, encode, length=16, pad_id=0, seed=0)
     train, val = task.subset(torch.arange(0, 30)), task.subset(torch.arange(30, len(task)))
     runs = []
+    rates = {"head_lr": 1e-2, "body_lr": 1e-3, "eval_every": 5, "seed": 0}
     for _ in range(2):
         clf = PooledClassifier(tiny_gpt(), 2)
-        log = finetune(
-            clf,
-            train,
-            val,
-            head_lr=1e-2,
-            body_lr=1e-3,
-            max_steps=400,
-            eval_every=5,
-            patience=2,
-            seed=0,
-        )
+        log = finetune(clf, train, val, max_steps=400, patience=2, **rates)
         runs.append((log, [p.detach().clone() for p in clf.parameters()]))
         assert isinstance(log, FitLog) and log.steps < 400 and log.best_step <= log.steps - 2 * 5
         assert (predict(clf, val) == val.labels).float().mean().item() == log.val_accuracy
@@ -327,29 +318,9 @@ def test_finetune_stops_early_and_keeps_its_best_validation_step():
     assert runs[0][0] == runs[1][0]  # the same seed, the same run
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
     with pytest.raises(ValueError, match="patience must be an int"):
-        finetune(
-            clf,
-            train,
-            val,
-            head_lr=1e-2,
-            body_lr=1e-3,
-            max_steps=5,
-            eval_every=5,
-            patience=0,
-            seed=0,
-        )
+        finetune(clf, train, val, max_steps=5, patience=0, **rates)
     with pytest.raises(ValueError, match="give body_lr"):
-        finetune(
-            clf,
-            train,
-            val,
-            head_lr=1e-2,
-            body_lr=None,
-            max_steps=5,
-            eval_every=5,
-            patience=1,
-            seed=0,
-        )
+        finetune(clf, train, val, max_steps=5, patience=1, **{**rates, "body_lr": None})
 
 
 def test_paired_bootstrap_matches_a_loop_and_brackets_the_difference():

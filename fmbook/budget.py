@@ -20,8 +20,16 @@ BUDGETS = ("test", "full")
 DEFAULT = "full"
 
 
-def name() -> str:
-    """The current budget, ``"test"`` or ``"full"``, read from ``FMBOOK_BUDGET``."""
+def name(given: str | None = None) -> str:
+    """The budget ``given``, or the current one, ``"test"`` or ``"full"``, read from ``FMBOOK_BUDGET``.
+
+    Code that needs another budget's numbers (a benchmark comparing budgets) passes it
+    as ``given`` instead of changing the environment.
+    """
+    if given is not None:
+        if given not in BUDGETS:
+            raise ValueError(f"budget {given!r} is not a budget; expected one of {', '.join(BUDGETS)}")
+        return given
     raw = os.environ.get(BUDGET_ENV)
     if raw is None or raw.strip() == "":
         return DEFAULT
@@ -39,13 +47,13 @@ def is_test() -> bool:
     return name() == "test"
 
 
-def pick(*, test, full, gpu=None):
-    """The value for the current budget: ``pick(test=200, full=5000)``.
+def pick(*, test, full, gpu=None, budget: str | None = None):
+    """The value for the current budget (or ``budget``): ``pick(test=200, full=5000)``.
 
     ``gpu``, if given, replaces ``full`` when the book runs at ``full`` budget
     on a CUDA device, where a chapter may scale up (more steps, larger batch).
     """
-    current = name()
+    current = name(budget)
     if current == "test":
         return test
     if gpu is not None:

@@ -63,17 +63,18 @@ prose cites them as ``{glue:text}`val_loss:.2f``` and never types a number.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from fmbook import budget
+from fmbook.runtime import device, in_notebook, write_atomic
 
 CLAIMS_DIR_ENV = "FMBOOK_CLAIMS_DIR"
 BOUNDS = ("min", "max")
@@ -233,6 +234,14 @@ class Notebook:
         """
         return self._add(name, value, unit, QUOTED)
 
+    def record_many(self, values: dict[str, float], unit: str = "") -> dict[str, float]:
+        """Record several results at once, ``{name: value}``, all in ``unit``."""
+        return {name: self.record(name, value, unit) for name, value in values.items()}
+
+    def quote_many(self, values: dict[str, float], unit: str = "") -> dict[str, float]:
+        """Quote several constants at once, ``{name: value}``, all in ``unit``."""
+        return {name: self.quote(name, value, unit) for name, value in values.items()}
+
     def _add(self, name: str, value: float, unit: str, kind: str) -> float:
         verb = {"result": "record", "machine": "measure", QUOTED: "quote"}[kind]
         if not isinstance(name, str) or not name.replace("_", "").isalnum():
@@ -249,8 +258,6 @@ class Notebook:
         return number
 
     def _write(self) -> None:
-        from fmbook.runtime import device
-
         out = self.output_file
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {
@@ -260,10 +267,7 @@ class Notebook:
             "claims": self.values,
             **self.extra,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-        os.replace(tmp, out)
+        write_atomic(out, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
 
     def check(self, raise_on_failure: bool = True) -> list[Result]:
         """Check every result against its bound; show every measurement beside its reference value.
@@ -328,19 +332,38 @@ def check_values(
         spec, value = specs[name], values[name]
         ok = spec.holds(value) if spec.kind == "result" else True
         results.append(Result(name, value, units.get(name, ""), spec.bounds, ok, spec.kind, spec.reference))
-    for r in sorted(results, key=lambda r: r.kind != "result"):
-        print(r.describe())
+    lines = [r.describe() for r in sorted(results, key=lambda r: r.kind != "result")]
     n_results = sum(r.kind == "result" for r in results)
     failed = [r.describe() for r in results if not r.ok]
     n_machine = len(results) - n_results
-    print(
+    summary = (
         f"{n_results - len(failed)} of {n_results} results hold; {n_machine} "
         f"{'measurement' if n_machine == 1 else 'measurements'} of this machine shown beside the "
         f"reference machine ({REFERENCE_MACHINE})" + (f"; {len(problems)} problems" if problems else "")
     )
+    _show(lines, summary, failed + problems)
     if (failed or problems) and raise_on_failure:
         raise AssertionError(f"claims of {where} failed:\n  " + "\n  ".join(failed + problems))
     return results
+
+
+def _show(lines: list[str], summary: str, problems: list[str]) -> None:
+    """Print the claim lines and the summary; in Jupyter, the summary with the lines folded away."""
+    if not in_notebook():
+        print("\n".join([*lines, summary]))
+        return
+    from IPython.display import HTML, display
+
+    shown = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    display(
+        HTML(
+            f"<p><b>Claims.</b> {html.escape(summary)}</p>"
+            + (f"<ul>{shown}</ul>" if shown else "")
+            + f"<details><summary>every claim of this page ({len(lines)})</summary><pre>"
+            + html.escape("\n".join(lines))
+            + "</pre></details>"
+        )
+    )
 
 
 _current: Notebook | None = None
@@ -374,6 +397,16 @@ def quote(name: str, value: float, unit: str = "") -> float:
     return _require_current().quote(name, value, unit)
 
 
+def record_many(values: dict[str, float], unit: str = "") -> dict[str, float]:
+    """Record several results of the current notebook at once: ``record_many({"a": 1.0, "b": 2.0})``."""
+    return _require_current().record_many(values, unit)
+
+
+def quote_many(values: dict[str, float], unit: str = "") -> dict[str, float]:
+    """Quote several constants of the current notebook at once, without bounds."""
+    return _require_current().quote_many(values, unit)
+
+
 def spec(notebook_name: str, claim: str, folder: str | Path | None = None) -> Spec:
     """The entry of ``claim`` in notebook ``notebook_name``'s thresholds file, at the current budget.
 
@@ -392,8 +425,6 @@ def check(raise_on_failure: bool = True) -> list[Result]:
 
 
 def _glue(name: str, value: float) -> None:
-    from fmbook.runtime import in_notebook
-
     if not in_notebook():
         return
     try:
@@ -421,15 +452,8 @@ def measured(
         if not path.exists():
             raise FileNotFoundError(f"claims.measured: no notebook {path} to run for {name!r}")
         nb = nbformat.read(path, as_version=4)
-        env_headless = os.environ.get("FMBOOK_HEADLESS")
-        os.environ["FMBOOK_HEADLESS"] = "1"
-        try:
-            NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(folder)}}).execute()
-        finally:
-            if env_headless is None:
-                os.environ.pop("FMBOOK_HEADLESS", None)
-            else:
-                os.environ["FMBOOK_HEADLESS"] = env_headless
+        client = NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(folder)}})
+        client.execute(env=dict(os.environ, FMBOOK_HEADLESS="1"))
     if not file.exists():
         raise FileNotFoundError(
             f"claims.measured: {name!r} has no recorded claims at budget {budget.name()!r} ({file}); run it first"

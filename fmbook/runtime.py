@@ -1,9 +1,11 @@
-"""Where the book's tensors live, and how its randomness is pinned down."""
+"""Where the book's tensors live, how its randomness is pinned down, and how its files are written."""
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -189,3 +191,23 @@ def in_notebook() -> bool:
 
     shell = get_ipython()
     return shell is not None and hasattr(shell, "kernel")
+
+
+def write_atomic(file: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``file`` all at once: a temporary file in the same folder, renamed into place.
+
+    A reader (another notebook, a parallel test) sees the old file or the new one, never half
+    of one, and an error while writing leaves neither a damaged file nor the temporary one.
+    """
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

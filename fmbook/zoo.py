@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 import torch
 
 from fmbook import budget
+from fmbook.runtime import device as default_device
+from fmbook.runtime import write_atomic
 
 CACHE_ENV = "FMBOOK_CACHE"
 MAGIC = b"FMBOOK-ZOO 1 sha256="
@@ -115,18 +116,7 @@ def save(file: Path, payload: dict) -> None:
     torch.save(payload, buffer)
     body = buffer.getvalue()
     header = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(file, header + body)
 
 
 class CorruptCacheError(ValueError):
@@ -156,6 +146,7 @@ def load(
     retrain: bool = False,
     device: torch.device | str | None = None,
     with_meta: bool = False,
+    quiet: bool = False,
 ):
     """Model ``name`` trained at the current budget, from the cache or trained now.
 
@@ -163,9 +154,8 @@ def load(
     ``with_meta=True`` returns ``(model, meta)``, where ``meta`` is the dict
     that the recipe's ``train`` returned (its loss history, say), saved with
     the weights, plus ``"cached"``: whether the model came from the cache.
+    Unless ``quiet``, one line says which it was (see :func:`describe`).
     """
-    from fmbook.runtime import device as default_device
-
     r = recipe(name)
     config = r.config()
     file = path(name)
@@ -194,4 +184,16 @@ def load(
         )
         meta = dict(meta, cached=False)
     model = model.to(target).eval()
+    if not quiet:
+        print(describe(name, meta))
     return (model, meta) if with_meta else model
+
+
+def describe(name: str, meta: dict) -> str:
+    """One line on where a loaded model came from: ``"gpt-shakespeare: trained now (64 s)"``."""
+    seconds = meta.get("seconds")
+    if meta.get("cached"):
+        took = f" (trained in {seconds:.0f} s)" if seconds is not None else ""
+        return f"{name}, {budget.name()} budget: from the cache{took}"
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    return f"{name}, {budget.name()} budget: trained now{took}"

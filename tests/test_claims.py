@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fmbook import claims, widgets
+from fmbook import claims
 
 TOML = """
 [loss]
@@ -190,58 +190,6 @@ def test_record_before_notebook_is_a_clear_error(monkeypatch):
         claims.record("x", 1.0)
 
 
-def test_slider_headless_is_a_scrubber_with_every_frame(monkeypatch):
-    monkeypatch.setenv("FMBOOK_HEADLESS", "1")
-    out = widgets.slider(lambda v: f"value is {v}", [1, 2, 3], label="v", start=2)
-    html = out.data
-    assert html.count('class="fmbook-scrubber-frame"') == 3
-    assert "value is 1" in html and "value is 3" in html
-    assert 'value="1"' in html  # starts at the frame of 2
-    assert "<script>" in html
-
-
-def test_slider_headless_renders_figures_as_images(monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    monkeypatch.setenv("FMBOOK_HEADLESS", "1")
-
-    def draw(k):
-        fig, ax = plt.subplots(figsize=(2, 2))
-        ax.plot(range(k))
-        return fig
-
-    html = widgets.slider(draw, [2, 3], label="k").data
-    assert html.count("data:image/png;base64,") == 2
-    assert plt.get_fignums() == []  # every frame's figure closed
-
-
-def test_slider_live_is_an_ipywidget(monkeypatch):
-    import ipywidgets
-
-    monkeypatch.setenv("FMBOOK_HEADLESS", "0")
-    box = widgets.slider(lambda v: str(v), ["a", "b"], label="letter")
-    assert isinstance(box, ipywidgets.VBox)
-    control = box.children[0]
-    assert isinstance(control, ipywidgets.SelectionSlider) and control.value == 0
-
-
-def test_slider_bad_input():
-    with pytest.raises(ValueError, match="values is empty"):
-        widgets.slider(str, [])
-    with pytest.raises(ValueError, match="start=5 is not one of the values"):
-        widgets.slider(str, [1, 2], start=5)
-    with pytest.raises(TypeError, match="render must be callable"):
-        widgets.slider("nope", [1])
-
-
-def test_scrubber_rejects_mismatched_frames():
-    with pytest.raises(ValueError, match="as many labels as frames"):
-        widgets.scrubber_html(["a", "b"], ["1"], "x")
-
-
 def test_measured_reads_a_notebooks_claims_and_runs_it_when_missing(tmp_path, monkeypatch):
     import nbformat
 
@@ -265,3 +213,27 @@ def test_measured_reads_a_notebooks_claims_and_runs_it_when_missing(tmp_path, mo
     assert claims.measured("tiny", tmp_path) == {"answer": 42.0}  # now from the recorded file
     with pytest.raises(FileNotFoundError, match="no notebook"):
         claims.measured("other", tmp_path)
+
+
+def test_record_many_and_quote_many_record_each_value(nb, tmp_path):
+    assert nb.record_many({"loss": 1.5, "acc": 0.75}) == {"loss": 1.5, "acc": 0.75}
+    claims.quote_many({"steps": 300, "width": 64})
+    doc = json.loads((tmp_path / "out" / "demo.test.json").read_text())
+    assert {k: v["kind"] for k, v in doc["claims"].items()} == {
+        "loss": "result", "acc": "result", "steps": "constant", "width": "constant"
+    }
+    assert all(r.ok for r in nb.check())
+
+
+def test_in_jupyter_check_shows_a_summary_and_folds_the_table(nb, monkeypatch):
+    shown = []
+    monkeypatch.setattr(claims, "in_notebook", lambda: True)
+    monkeypatch.setattr(claims, "_glue", lambda name, value: None)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    nb.record_many({"loss": 1.5, "acc": 0.25})
+    with pytest.raises(AssertionError, match="acc"):
+        nb.check()
+    page = shown[0].data
+    summary, table = page.split("<details>")
+    assert "1 of 2 results hold" in summary and "acc" in summary  # the failure is not folded away
+    assert "loss" in table and "loss" not in summary

@@ -148,3 +148,29 @@ def test_every_data_file_of_fmbook_ships_with_the_package():
     assert data, "fmbook/data holds no data files"
     missing = [p.name for p in data if not any(p.match(g) for g in globs)]
     assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
+
+
+CELL_MEDIAN_LINES = 10  # the typical code cell: one idea, readable at a glance
+CELL_MAX_LINES = 25  # longer only for an algorithm written out on purpose (tag "written-out")
+LINE_MAX_CHARS = 100  # code lines fit the page without a horizontal scroll bar
+
+
+def _code_cells(path):
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    return [c for c in cells if "remove-cell" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_code_cells_are_short_and_fit_the_page(path):
+    cells = _code_cells(path)
+    lengths = sorted(len(c.source.splitlines()) for c in cells)
+    median = (lengths[(len(lengths) - 1) // 2] + lengths[len(lengths) // 2]) / 2
+    assert median <= CELL_MEDIAN_LINES, f"median code cell of {path.name} is {median} lines"
+    long = [
+        c.source.splitlines()[0]
+        for c in cells
+        if len(c.source.splitlines()) > CELL_MAX_LINES and "written-out" not in c.metadata.get("tags", [])
+    ]
+    assert not long, f"{path.name}: cells over {CELL_MAX_LINES} lines, starting {long}"
+    wide = [line for c in cells for line in c.source.splitlines() if len(line) > LINE_MAX_CHARS]
+    assert not wide, f"{path.name}: lines over {LINE_MAX_CHARS} characters: {wide}"

@@ -1,7 +1,24 @@
 """fmbook: the helper package of *Foundation Models, Hands-On*.
 
-Small, flat and readable: one module per idea of the book. Importing the
-package is cheap; submodules (``fmbook.train``, ``fmbook.zoo``, ...) load on
+Small, flat and readable. One rule decides where code lives: **a module is named
+after an idea of the book and holds that idea**, whichever chapter first needs it.
+
+* the models and their math: ``transformer`` (attention, GPT, BERT), ``objectives``
+  (every training loss), ``diffusion`` (noise schedules, samplers, guidance),
+  ``tokenizers``, ``minilm`` (a real pretrained encoder, from an installed package),
+  ``adapt`` (heads, probes, LoRA, finetuning), ``icl`` (learning in
+  context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored);
+* data, and the tasks built from data: ``fmbook.data`` (Shakespeare, the table of models,
+  the spelling task, batching);
+* the models the book trains once and reuses: a *recipe* (``X_config``, ``build_X``,
+  ``train_X``) in the module of the idea it demonstrates -- ``lm`` (language models of
+  Shakespeare), ``digits`` (a digit generator and the classifier that scores it), ``icl`` --
+  cached by ``zoo``;
+* the machinery of a run: ``train`` (one training loop), ``budget``, ``runtime``
+  (device, seeds, files), ``threads``, ``claims`` (every number the prose states),
+  ``widgets``.
+
+Importing the package is cheap; submodules (``fmbook.train``, ``fmbook.zoo``, ...) load on
 first use, so ``import fmbook`` then ``fmbook.train.fit(...)`` just works.
 """
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import os
 
+from fmbook import threads
+from fmbook.runtime import device
+
 BUDGET_ENV = "FMBOOK_BUDGET"
 BUDGETS = ("test", "full")
 DEFAULT = "full"
@@ -57,8 +60,6 @@ def pick(*, test, full, gpu=None, budget: str | None = None):
     if current == "test":
         return test
     if gpu is not None:
-        from fmbook.runtime import device
-
         if device().type == "cuda":
             return gpu
     return full
@@ -69,9 +70,6 @@ def describe() -> str:
 
     On the CPU it also chooses the number of threads for this machine (:func:`fmbook.threads.apply`).
     """
-    from fmbook import threads
-    from fmbook.runtime import device
-
     line = f"budget: {name()} (set {BUDGET_ENV}=test or full) | device: {device()}"
     choice = threads.apply(device())
     return line + (f" | {choice.describe()}" if choice is not None else "")

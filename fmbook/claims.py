@@ -75,6 +75,7 @@ from pathlib import Path
 
 from fmbook import budget
 from fmbook.runtime import device, in_notebook, write_atomic
+from fmbook.zoo import cache_dir
 
 CLAIMS_DIR_ENV = "FMBOOK_CLAIMS_DIR"
 BOUNDS = ("min", "max")
@@ -87,8 +88,6 @@ def claims_dir() -> Path:
     root = os.environ.get(CLAIMS_DIR_ENV)
     if root:
         return Path(root).expanduser()
-    from fmbook.zoo import cache_dir
-
     return cache_dir() / "claims"
 
 

@@ -83,7 +83,7 @@ def main() -> int:
         return 0
 
     from fmbook.claims import load_specs
-    from tests.book_config import notebooks_in_reading_order
+    from scripts.book_config import notebooks_in_reading_order
 
     chosen = [p.resolve() for p in args.notebooks] or notebooks_in_reading_order()
     claims_dir = args.claims_dir or Path(tempfile.mkdtemp(prefix="fmbook-claims-"))

@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from fmbook.claims import load_specs
-    from tests.book_config import notebooks
+    from scripts.book_config import notebooks
 
     missing = []
     for nb in notebooks():

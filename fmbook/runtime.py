@@ -1,9 +1,11 @@
-"""Where the book's tensors live, how its randomness is pinned down, and how its files are written."""
+"""Where the book's tensors live, how its randomness is pinned down, whether someone is watching,
+and how its files are written."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,7 +52,8 @@ def device(name: str | None = None) -> torch.device:
             raise ValueError(f"{source}: CUDA was requested but this machine has no CUDA device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
-                f"{source}: CUDA device {dev.index} requested but only {torch.cuda.device_count()} present"
+                f"{source}: CUDA device {dev.index} requested but only "
+                f"{torch.cuda.device_count()} present"
             )
     if dev.type == "mps" and not _mps_available():
         raise ValueError(f"{source}: MPS was requested but is not available on this machine")
@@ -67,8 +70,8 @@ def device(name: str | None = None) -> torch.device:
 
 
 def as_device(x) -> torch.device:
-    """The ``torch.device`` of ``x``: a ``torch.device``, a device string (``"cuda:0"``), a tensor or a
-    ``torch.Generator``."""
+    """The ``torch.device`` of ``x``: a ``torch.device``, a device string (``"cuda:0"``), a tensor
+    or a ``torch.Generator``."""
     if isinstance(x, torch.device):
         return x
     if isinstance(x, (torch.Tensor, torch.Generator)):
@@ -87,7 +90,8 @@ def as_device(x) -> torch.device:
 
 
 def _index(d: torch.device) -> int:
-    """The index of ``d``; no index means the current device of its type (0 where there is only one)."""
+    """The index of ``d``; no index means the current device of its type (0 where there is only
+    one)."""
     if d.index is not None:
         return d.index
     if d.type == "cuda" and torch.cuda.is_available():
@@ -96,34 +100,38 @@ def _index(d: torch.device) -> int:
 
 
 def same_device(a, b) -> bool:
-    """True when ``a`` and ``b`` (devices, device strings, tensors or generators) live on the same device.
+    """True when ``a`` and ``b`` (devices, device strings, tensors or generators) live on the same
+    device.
 
     Types must match, then indices, where a missing index stands for the current device of that
-    type: ``"cuda"`` and ``"cuda:0"`` are the same device (on a machine whose current CUDA device is
-    0), ``"cuda:0"`` and ``"cuda:1"`` are not. Comparing ``torch.device`` objects with ``==`` gets this
-    wrong: ``torch.device("cuda") != torch.device("cuda:0")``.
+    type: ``"cuda"`` and ``"cuda:0"`` are the same device (on a machine whose current CUDA device
+    is 0), ``"cuda:0"`` and ``"cuda:1"`` are not. Comparing ``torch.device`` objects with ``==``
+    gets this wrong: ``torch.device("cuda") != torch.device("cuda:0")``.
     """
     a, b = as_device(a), as_device(b)
     return a.type == b.type and _index(a) == _index(b)
 
 
 def draw_device(generator: torch.Generator | None, default) -> torch.device:
-    """The device to draw random numbers on: ``generator``'s own (PyTorch requires it), or ``default``
-    when there is no generator (then the global generator of ``default`` is used).
+    """The device to draw random numbers on: ``generator``'s own (PyTorch requires it), or
+    ``default`` when there is no generator (then the global generator of ``default`` is used).
 
-    Draw there, then move the result: ``torch.randn(shape, generator=g, device=draw_device(g, device)).to(device)``.
+    Draw there, then move the result:
+    ``torch.randn(shape, generator=g, device=draw_device(g, device)).to(device)``.
     With a CPU generator the numbers are the same on every device.
     """
     if generator is None:
         return as_device(default)
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"draw_device: expected a torch.Generator or None, got {type(generator).__name__}")
+        raise TypeError(
+            f"draw_device: expected a torch.Generator or None, got {type(generator).__name__}"
+        )
     return generator.device
 
 
 def dtype_for(device, dtype: torch.dtype) -> torch.dtype:
-    """The dtype that a tensor of ``dtype`` takes on ``device``: float64 becomes float32 on Apple's MPS,
-    which has no float64; everything else is unchanged."""
+    """The dtype that a tensor of ``dtype`` takes on ``device``: float64 becomes float32 on Apple's
+    MPS, which has no float64; everything else is unchanged."""
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype_for: expected a torch.dtype, got {type(dtype).__name__} {dtype!r}")
     if dtype == torch.float64 and as_device(device).type == "mps":
@@ -132,10 +140,12 @@ def dtype_for(device, dtype: torch.dtype) -> torch.dtype:
 
 
 def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
-    """``tensor`` on ``device``, float64 converted to float32 first when ``device`` is MPS (see :func:`dtype_for`).
+    """``tensor`` on ``device``, float64 converted to float32 first when ``device`` is MPS (see
+    :func:`dtype_for`).
 
     The conversion happens before the move, on the tensor's own device: a float64 tensor may not
-    reach MPS even for a moment. Quantities that need float64 (noise schedules, metrics) stay on the CPU.
+    reach MPS even for a moment. Quantities that need float64 (noise schedules, metrics) stay on
+    the CPU.
     """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"to_device: expected a torch.Tensor, got {type(tensor).__name__}")
@@ -183,8 +193,6 @@ def headless() -> bool:
 
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (ipykernel), False in a plain Python process."""
-    import sys
-
     if "IPython" not in sys.modules:
         return False
     from IPython import get_ipython
@@ -194,7 +202,8 @@ def in_notebook() -> bool:
 
 
 def write_atomic(file: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``file`` all at once: a temporary file in the same folder, renamed into place.
+    """Write ``data`` to ``file`` all at once: a temporary file in the same folder, renamed into
+    place.
 
     A reader (another notebook, a parallel test) sees the old file or the new one, never half
     of one, and an error while writing leaves neither a damaged file nor the temporary one.

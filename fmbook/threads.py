@@ -28,6 +28,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from fmbook.runtime import device as current_device
+
 THREADS_ENV = "FMBOOK_THREADS"
 WINDOW_S = 0.15  # how long the load is watched: a dozen scheduler ticks per core
 
@@ -51,7 +55,8 @@ class Choice:
 
 def choose(usable: int, physical: int, busy: float) -> int:
     """Intra-op threads for ``usable`` cores of which ``physical`` are physical and ``busy`` are
-    kept busy by other processes: the free cores, rounded, at least 1 and at most min(usable, physical)."""
+    kept busy by other processes: the free cores, rounded, at least 1 and at most
+    min(usable, physical)."""
     for name, value in (("usable", usable), ("physical", physical)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"threads.choose: {name} must be an int >= 1, got {value!r}")
@@ -100,8 +105,9 @@ def _jiffies(cpus: list[int], stat: str) -> tuple[int, int]:
     return total, idle
 
 
-def busy_from_ticks(before: tuple[int, int], after: tuple[int, int], n_cpus: int, own_seconds: float,
-                    hz: int) -> float:
+def busy_from_ticks(
+    before: tuple[int, int], after: tuple[int, int], n_cpus: int, own_seconds: float, hz: int
+) -> float:
     """Cores kept busy by other processes between two /proc/stat readings.
 
     busy = (non-idle CPU time of all processes - this process's CPU time) / elapsed time,
@@ -156,12 +162,9 @@ def decide() -> Choice:
 
 
 def apply(device=None) -> Choice | None:
-    """Decide and set ``torch.set_num_threads``; returns the choice (None when ``device`` is not the CPU)."""
+    """Decide and set ``torch.set_num_threads``; returns the choice (None when ``device`` is not
+    the CPU)."""
     global _last
-    import torch
-
-    from fmbook.runtime import device as current_device
-
     if (device if device is not None else current_device()).type != "cpu":
         return None
     choice = decide()

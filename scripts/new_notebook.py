@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.book_config import setup_cell_source  # noqa: E402
+from scripts.book_config import setup_cell_source  # noqa: E402
 
 
 def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:

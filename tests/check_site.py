@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.book_config import config, toc_documents  # noqa: E402
+from scripts.book_config import config, toc_documents  # noqa: E402
 
 KNOWN_ERRORS = ("THEBE_JS_URL",)
 LOCAL_SCHEMES = ("data:", "blob:", "file:", "about:")

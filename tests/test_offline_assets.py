@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.book_config import ROOT, config
+from scripts.book_config import ROOT, config
 from tests.check_site import mathjax_script
 
 VENDOR = ROOT / "_vendor"

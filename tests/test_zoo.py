@@ -61,7 +61,7 @@ def test_damaged_file_is_never_loaded_and_is_retrained(damage):
     zoo.load("tiny-test")
     file = zoo.path("tiny-test")
     file.write_bytes(damage(file.read_bytes()))
-    with pytest.warns(UserWarning, match="damaged cache file"):
+    with pytest.warns(UserWarning, match="damaged"):
         model = zoo.load("tiny-test")
     assert TRAINED["n"] == 2 and torch.all(model.weight == 0.5)
     zoo.read(file)  # the rewritten file verifies
@@ -71,7 +71,7 @@ def test_read_rejects_bytes_that_do_not_match_their_hash(tmp_path):
     zoo.save(tmp_path / "x.fmz", {"a": torch.ones(2)})
     data = (tmp_path / "x.fmz").read_bytes()
     (tmp_path / "x.fmz").write_bytes(data.replace(b"sha256=", b"sha256=0", 1))
-    with pytest.raises(zoo.CorruptCacheError, match="sha256 mismatch"):
+    with pytest.raises(zoo.CorruptCacheError, match="sha256"):
         zoo.read(tmp_path / "x.fmz")
 
 
@@ -81,31 +81,47 @@ def test_changed_config_retrains(monkeypatch):
     zoo.register(
         "tiny-test", config=lambda: {"width": 3, "value": 2.0}, build=recipe.build, train=recipe.train
     )
-    with pytest.warns(UserWarning, match="another config"):
+    with pytest.warns(UserWarning, match="config"):
         model = zoo.load("tiny-test")
     assert torch.all(model.weight == 2.0)
 
 
-def test_two_writers_leave_one_valid_file_and_no_temporaries(tmp_path):
+def test_readers_during_rewrites_see_whole_files_and_no_temporaries_are_left(tmp_path):
+    """Two writers rewrite one file many times while a reader reads it over and over: every
+    read is a whole, verified file (the old one or the new one), never a half-written one."""
     file = tmp_path / "zoo" / "race.fmz"
-    errors = []
+    writes, min_reads = 60, 20
+    errors, reads, damaged = [], [], []
+    enough = threading.Event()
 
     def writer(value):
         try:
-            for _ in range(20):
-                zoo.save(file, {"w": torch.full((256, 256), float(value))})
+            done = 0
+            while done < writes or (not enough.is_set() and done < 50 * writes):
+                zoo.save(file, {"w": torch.full((512, 512), float(value))})
+                done += 1
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(v,)) for v in (1, 2)]
     for t in threads:
         t.start()
-    for _ in range(50):  # readers never see a half-written file
-        if file.exists():
-            assert zoo.read(file)["w"][0, 0].item() in (1.0, 2.0)
+    while not file.exists() and any(t.is_alive() for t in threads):
+        pass  # the reader starts once the first file is there, while the writers go on
+    while any(t.is_alive() for t in threads):
+        try:
+            w = zoo.read(file)["w"]
+        except zoo.CorruptCacheError as err:
+            damaged.append(err)
+            continue
+        assert w.shape == (512, 512) and w.unique().tolist() in ([1.0], [2.0])
+        reads.append(w[0, 0].item())
+        if len(reads) >= min_reads:
+            enough.set()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors and not damaged, (errors, damaged[:3])
+    assert len(reads) >= min_reads, f"the reader overlapped the writers only {len(reads)} times"
     assert zoo.read(file)["w"][0, 0].item() in (1.0, 2.0)
     assert [p.name for p in file.parent.iterdir()] == ["race.fmz"]
 
@@ -121,11 +137,11 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
 
 
 def test_unknown_name_and_bad_registration():
-    with pytest.raises(KeyError, match="unknown model 'nope'.*tiny-test"):
+    with pytest.raises(KeyError, match="unknown model"):
         zoo.load("nope")
-    with pytest.raises(ValueError, match="without '/'"):
+    with pytest.raises(ValueError, match="name"):
         zoo.register("a/b", config=dict, build=dict, train=dict)
-    with pytest.raises(TypeError, match="build must be callable"):
+    with pytest.raises(TypeError, match="callable"):
         zoo.register("ok", config=dict, build=3, train=dict)
 
 

@@ -1,4 +1,4 @@
-r"""Diffusion models (chapter 3): noise schedules, the forward process, samplers, guidance, denoisers.
+r"""Diffusion models (chapter 3): noise schedules, forward process, samplers, guidance, denoisers.
 
 The forward process adds Gaussian noise in :math:`T` small steps (Ho et al. 2020, eq. 2),
 :math:`q(x_t \mid x_{t-1}) = \mathcal{N}(\sqrt{1-\beta_t}\,x_{t-1}, \beta_t I)`.
@@ -19,6 +19,9 @@ What the module holds:
 * the noise predictors :math:`\epsilon_\theta`: :class:`MLPDenoiser` (points in the plane) and
   :class:`ResidualMLPDenoiser` (class-conditional, for the 8x8 digits of :mod:`fmbook.digits`),
   told the step through a :class:`SinusoidalEmbedding`.
+
+The loss that trains a noise predictor, :math:`L_\text{simple}`, lives with the other losses:
+:func:`fmbook.objectives.noise_prediction_loss`.
 
 Steps are indexed ``t = 0, ..., T-1`` in code (step ``t`` of the papers is index ``t-1`` here).
 A schedule is kept in float64 on the CPU (MPS has no float64); each step's values are picked

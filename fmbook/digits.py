@@ -1,4 +1,4 @@
-"""8x8 handwritten digits for the diffusion chapter: data, the evaluator that scores samples, the zoo models.
+"""8x8 handwritten digits for the diffusion chapter: data, the evaluator of samples, the zoo models.
 
 The data are scikit-learn's ``load_digits`` (1,797 images of 8x8 pixels with
 values 0-16, from the UCI "optical recognition of handwritten digits" set),
@@ -9,7 +9,12 @@ Generated digits are scored by :func:`score` with an :class:`Evaluator`
 (a small convolutional classifier trained on the training digits, in the zoo as
 ``digits-evaluator``): class accuracy, Fréchet distance in the evaluator's
 feature space and a classifier two-sample test, all against held-out digits.
-The class-conditional diffusion model is ``ddpm-digits``.
+
+The class-conditional diffusion model is ``ddpm-digits``: :func:`ddpm` loads it with its
+noise schedule and :func:`generate` draws digits from it (DDPM or DDIM, with guidance).
+The two zoo recipes follow the book's naming: ``ddpm_config``, ``build_ddpm``,
+``train_ddpm``, ``DDPM_RECIPE`` and ``evaluator_config``, ``build_evaluator``,
+``train_evaluator``, ``EVALUATOR_RECIPE``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fmbook import budget
-from fmbook.diffusion import NoiseSchedule, ResidualMLPDenoiser
+from fmbook import runtime, zoo
+from fmbook.budget import pick
+from fmbook.diffusion import NoiseSchedule, ResidualMLPDenoiser, conditional_eps, sample
 from fmbook.metrics import c2st, frechet_distance
+from fmbook.objectives import noise_prediction_loss
 from fmbook.runtime import draw_device
-from fmbook.zoo import Recipe
+from fmbook.train import History, LossPlot, fit
 
 SIDE = 8
 DIM = SIDE * SIDE
@@ -64,7 +71,9 @@ def images(x: torch.Tensor) -> torch.Tensor:
 
 
 def show_grid(x: torch.Tensor, rows: int, title: str | None = None, ax=None):
-    """Draw digits ``(n, 64)`` in [-1, 1] as a grid with ``rows`` rows, dark ink on white; returns the axes."""
+    """Draw digits ``(n, 64)`` in [-1, 1] as a grid of ``rows`` rows, dark ink on white.
+
+    Returns the axes."""
     import matplotlib.pyplot as plt
 
     x = images(x.detach().float().cpu().clamp(-1, 1))
@@ -84,7 +93,7 @@ def show_grid(x: torch.Tensor, rows: int, title: str | None = None, ax=None):
 
 
 def balanced_labels(n_per_class: int, device=None) -> torch.Tensor:
-    """``0, ..., 0, 1, ..., 9``: ``n_per_class`` of each class, the labels to ask a conditional model for."""
+    """``0, ..., 0, 1, ..., 9``: ``n_per_class`` of each class, to ask a conditional model for."""
     if n_per_class < 1:
         raise ValueError(f"balanced_labels: n_per_class must be >= 1, got {n_per_class}")
     return torch.arange(NUM_CLASSES, device=device).repeat_interleave(n_per_class)
@@ -93,7 +102,8 @@ def balanced_labels(n_per_class: int, device=None) -> torch.Tensor:
 def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Shift a batch of digits by up to one pixel in each direction (blank pixels are -1)."""
     padded = torch.nn.functional.pad(images(x), (1, 1, 1, 1), value=-1.0)
-    dx, dy = torch.randint(0, 3, (2,), generator=generator, device=draw_device(generator, "cpu")).tolist()
+    at = draw_device(generator, "cpu")
+    dx, dy = torch.randint(0, 3, (2,), generator=generator, device=at).tolist()
     return padded[..., dy : dy + SIDE, dx : dx + SIDE].reshape(x.shape)
 
 
@@ -101,7 +111,8 @@ def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class Evaluator(torch.nn.Module):
-    """A small CNN digit classifier; its last hidden layer (64 ReLU units) is the feature space of the metrics."""
+    """A small CNN digit classifier; its last hidden layer (64 ReLU units) holds the features
+    that the metrics compare."""
 
     def __init__(self, features: int = 64):
         super().__init__()
@@ -127,40 +138,53 @@ class Evaluator(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def _evaluator_config() -> dict:
-    return {"steps": budget.pick(test=300, full=1500), "batch_size": 128, "lr": 2e-3, "noise": 0.1, "seed": 0}
+def evaluator_config(budget: str | None = None) -> dict:
+    """The ``digits-evaluator`` recipe: training steps, batch, learning rate, input noise, seed."""
+    return {
+        "steps": pick(test=300, full=1500, budget=budget),
+        "batch_size": 128,
+        "lr": 2e-3,
+        "noise": 0.1,
+        "seed": 0,
+    }
 
 
-def _train_evaluator(model: Evaluator, config: dict) -> dict:
+def build_evaluator(config: dict) -> Evaluator:
+    """A fresh (untrained) :class:`Evaluator`; its size does not depend on the config."""
+    return Evaluator()
+
+
+def train_evaluator(model: Evaluator, config: dict) -> dict:
     """Cross-entropy on training digits, each batch shifted by up to a pixel and lightly noised."""
-    from fmbook.runtime import seed
-    from fmbook.train import fit
-
-    seed(config["seed"])
+    runtime.seed(config["seed"])
     data, device = load(), next(model.parameters()).device
     g = torch.Generator().manual_seed(config["seed"])
 
     def batch():
         i = torch.randint(0, len(data.train_x), (config["batch_size"],), generator=g)
-        x = random_shift(data.train_x[i], g) + config["noise"] * torch.randn(len(i), DIM, generator=g)
+        shifted = random_shift(data.train_x[i], g)  # drawn first, then the noise
+        x = shifted + config["noise"] * torch.randn(len(i), DIM, generator=g)
         return x.to(device), data.train_y[i].to(device)
 
     def loss(m, b):
         return torch.nn.functional.cross_entropy(m(b[0]), b[1])
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
-    history = fit(model, loss, batch, optimizer, config["steps"], schedule="cosine", title="digits evaluator")
+    steps = config["steps"]
+    history = fit(model, loss, batch, optimizer, steps, schedule="cosine", title="digits evaluator")
     model.eval()
-    return {"held_out_accuracy": accuracy(model, data.test_x, data.test_y), "seconds": history.seconds}
+    held_out = accuracy(model, data.test_x, data.test_y)
+    return {"held_out_accuracy": held_out, "seconds": history.seconds}
 
 
-EVALUATOR = Recipe(
+EVALUATOR_RECIPE = zoo.Recipe(
     "digits-evaluator",
-    _evaluator_config,
-    lambda config: Evaluator(),
-    _train_evaluator,
+    evaluator_config,
+    build_evaluator,
+    train_evaluator,
     "CNN classifier of the 8x8 digits whose features score generated digits",
 )
+EVALUATOR = EVALUATOR_RECIPE  # the name fmbook.zoo's table used first
 
 
 @torch.no_grad()
@@ -174,10 +198,11 @@ def accuracy(evaluator: Evaluator, x: torch.Tensor, labels: torch.Tensor) -> flo
 def score(
     evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None = None, reference=None
 ) -> dict:
-    """Fréchet distance and C2ST of ``samples`` against ``reference`` (default: the 500 held-out digits)
-    in the evaluator's feature space, and the class accuracy when the requested ``labels`` are given.
+    """Fréchet distance and C2ST of ``samples`` against ``reference`` (default: the 500 held-out
+    digits) in the evaluator's feature space, and the class accuracy when the requested ``labels``
+    are given.
 
-    Compare the Fréchet distance only with one computed from as many samples (see :func:`real_floor`).
+    Compare the Fréchet distance only with one computed from as many samples (:func:`real_floor`).
     """
     reference = load().test_x if reference is None else reference
     device = next(evaluator.parameters()).device
@@ -193,7 +218,9 @@ def score(
 
 
 def real_floor(evaluator: Evaluator, n: int = HELD_OUT, seed: int = 0) -> dict:
-    """:func:`score` of ``n`` real training digits against the held-out ones: the best a generator can hope for."""
+    """:func:`score` of ``n`` real training digits against the held-out ones.
+
+    The best a generator can hope for."""
     data = load()
     i = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:n]
     return score(evaluator, data.train_x[i], data.train_y[i])
@@ -202,13 +229,14 @@ def real_floor(evaluator: Evaluator, n: int = HELD_OUT, seed: int = 0) -> dict:
 # -- the class-conditional diffusion model -------------------------------------------------------
 
 
-def _ddpm_config() -> dict:
+def ddpm_config(budget: str | None = None) -> dict:
+    """The ``ddpm-digits`` recipe: schedule, denoiser size and training settings, side by side."""
     return {
         "T": 1000,
         "schedule": "cosine",
         "width": 256,
         "depth": 4,
-        "steps": budget.pick(test=500, full=8000, gpu=30000),
+        "steps": pick(test=500, full=8000, gpu=30000, budget=budget),
         "batch_size": 256,
         "lr": 1e-3,
         "p_uncond": 0.1,
@@ -221,45 +249,16 @@ def schedule_of(config: dict) -> NoiseSchedule:
     return getattr(NoiseSchedule, config["schedule"])(config["T"])
 
 
-def diffusion_loss(
-    model: ResidualMLPDenoiser,
-    x0: torch.Tensor,
-    labels: torch.Tensor,
-    schedule: NoiseSchedule,
-    p_uncond: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    r"""Ho et al.'s simple loss with a label that is sometimes hidden (Ho & Salimans 2021):
-
-    .. math:: \mathbb{E}_{x_0, c, t, \epsilon}\,\big\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0
-              + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ c') \big\rVert^2 ,
-
-    with :math:`t` uniform over the steps and :math:`c' = \varnothing` with probability ``p_uncond``, else :math:`c`.
-    Random numbers are drawn from ``generator`` on its device and the noised digits computed on the CPU:
-    with a CPU generator a run is the same on every device.
-    """
-    if not 0 <= p_uncond < 1:
-        raise ValueError(f"diffusion_loss: p_uncond must be in [0, 1), got {p_uncond}")
-    device, B, at = x0.device, len(x0), draw_device(generator, "cpu")
-    t = torch.randint(0, schedule.T, (B,), generator=generator, device=at).cpu()
-    noise = torch.randn(x0.shape, generator=generator, device=at).cpu()
-    hide = torch.rand(B, generator=generator, device=at).cpu() < p_uncond
-    c = torch.where(hide, model.null_class, labels.cpu())
-    x_t = schedule.q_sample(x0.cpu(), t, noise)
-    return (model(x_t.to(device), t.to(device), c.to(device)) - noise.to(device)).square().mean()
-
-
 def build_ddpm(config: dict) -> ResidualMLPDenoiser:
     """A fresh (untrained) denoiser of the size a ``ddpm-digits`` config names."""
-    return ResidualMLPDenoiser(DIM, config["T"], NUM_CLASSES, width=config["width"], depth=config["depth"])
+    width, depth = config["width"], config["depth"]
+    return ResidualMLPDenoiser(DIM, config["T"], NUM_CLASSES, width=width, depth=depth)
 
 
-def _train_ddpm(model: ResidualMLPDenoiser, config: dict) -> dict:
-    """AdamW with warm-up and cosine decay on :func:`diffusion_loss`, batches of training digits."""
-    from fmbook.runtime import seed
-    from fmbook.train import fit
-
-    seed(config["seed"])
+def train_ddpm(model: ResidualMLPDenoiser, config: dict) -> dict:
+    """AdamW with warm-up and cosine decay on :func:`fmbook.objectives.noise_prediction_loss`,
+    batches of training digits with their labels (hidden a fraction ``p_uncond`` of the time)."""
+    runtime.seed(config["seed"])
     data, device = load(), next(model.parameters()).device
     schedule = schedule_of(config)
     g = torch.Generator().manual_seed(config["seed"])
@@ -269,28 +268,75 @@ def _train_ddpm(model: ResidualMLPDenoiser, config: dict) -> dict:
         return data.train_x[i].to(device), data.train_y[i].to(device)
 
     def loss(m, b):
-        return diffusion_loss(m, b[0], b[1], schedule, config["p_uncond"], g)
+        return noise_prediction_loss(m, b[0], schedule, b[1], config["p_uncond"], g)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     steps = config["steps"]
     history = fit(
-        model,
-        loss,
-        batch,
-        optimizer,
-        steps,
-        warmup=steps // 30,
-        schedule="cosine",
-        grad_clip=1.0,
+        model, loss, batch, optimizer, steps, warmup=steps // 30, schedule="cosine", grad_clip=1.0,
         title="ddpm-digits",
     )
-    return {"step": history.step, "train_loss": history.train_loss, "seconds": history.seconds}
+    return history.as_meta()
 
 
-DDPM = Recipe(
+DDPM_RECIPE = zoo.Recipe(
     "ddpm-digits",
-    _ddpm_config,
+    ddpm_config,
     build_ddpm,
-    _train_ddpm,
+    train_ddpm,
     "class-conditional noise predictor for the 8x8 digits (label hidden 10% of the time)",
 )
+DDPM = DDPM_RECIPE  # the name fmbook.zoo's table used first
+
+
+def ddpm(device=None, with_meta: bool = False, loss_plot: bool = False):
+    """The zoo's ``ddpm-digits`` at the current budget (trained or from the cache) and its schedule.
+
+    Returns ``(model, schedule)``, or ``(model, schedule, meta)`` with ``with_meta=True`` (see
+    :func:`fmbook.zoo.load`). With ``loss_plot=True`` a model that came from the cache shows the
+    loss curve of its training run (a model trained now has just shown it).
+    """
+    model, meta = zoo.load(DDPM_RECIPE.name, device=device, with_meta=True)
+    if loss_plot and meta["cached"]:
+        history = History(step=meta["step"], train_loss=meta["train_loss"], seconds=meta["seconds"])
+        LossPlot(title=f"{DDPM_RECIPE.name} (from the cache)", live=False).finish(history)
+    schedule = schedule_of(zoo.recipe(DDPM_RECIPE.name).config())
+    return (model, schedule, meta) if with_meta else (model, schedule)
+
+
+def generate(
+    model: ResidualMLPDenoiser,
+    labels: torch.Tensor | int,
+    steps: int | None = None,
+    eta: float = 1.0,
+    w: float = 0.0,
+    seed: int = 1,
+    clip: float | None = 1.0,
+    schedule: NoiseSchedule | None = None,
+) -> torch.Tensor:
+    r"""Digits ``(n, 64)`` on the CPU from the class-conditional ``model``, one per label.
+
+    ``labels`` is a tensor of classes, or a count ``n`` of digits without a label (class
+    :math:`\varnothing`). ``steps=None`` runs ancestral DDPM over every step; an int runs DDIM with
+    ``eta`` over that many steps (:func:`fmbook.diffusion.sample`). ``w`` is the classifier-free
+    guidance scale (:func:`fmbook.diffusion.conditional_eps`), ``clip`` clamps :math:`\hat x_0` to
+    the pixel range, and the starting noise and every later draw come from a CPU generator seeded
+    with ``seed``: the same seed gives the same digits on every device. ``schedule`` defaults to the
+    one the ``ddpm-digits`` recipe trains with.
+    """
+    if isinstance(labels, bool) or not isinstance(labels, (int, torch.Tensor)):
+        kind = type(labels).__name__
+        raise TypeError(f"generate: labels must be a tensor of classes or a count, got {kind}")
+    if isinstance(labels, int):
+        if labels < 1:
+            raise ValueError(f"generate: the count of digits must be >= 1, got {labels}")
+        labels = torch.full((labels,), model.null_class)
+    if labels.ndim != 1 or len(labels) < 1:
+        shape = tuple(labels.shape)
+        raise ValueError(f"generate: labels must be a non-empty 1-D tensor, got shape {shape}")
+    schedule = schedule_of(ddpm_config()) if schedule is None else schedule
+    device = next(model.parameters()).device
+    eps_fn = conditional_eps(model, labels.to(device), w)
+    x = sample(eps_fn, schedule, (len(labels), DIM), n_steps=steps, eta=eta, clip=clip,
+               generator=torch.Generator().manual_seed(seed), device=device)
+    return x.cpu()

@@ -1,9 +1,13 @@
-r"""Training objectives of language models, and the count baselines they are measured against.
+r"""Training objectives: of language models (with the count baselines they are measured against)
+and of diffusion models.
 
 * next-token (causal, GPT): :math:`\mathcal{L} = -\frac1T \sum_t \log p_\theta(x_{t+1} \mid x_{\le t})`;
 * masked-token (BERT): hide 15% of the positions and predict them from both
   sides, :math:`\mathcal{L} = -\frac{1}{|M|} \sum_{t \in M} \log p_\theta(x_t \mid \tilde x)`,
-  where :math:`\tilde x` is the corrupted input (Devlin et al. 2019, section 3.1).
+  where :math:`\tilde x` is the corrupted input (Devlin et al. 2019, section 3.1);
+* noise prediction (diffusion, Ho et al. 2020, eq. 14): :math:`\mathcal{L} = \mathbb{E}\,\lVert
+  \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t)\rVert^2`,
+  optionally with a class label that is sometimes hidden (Ho & Salimans 2021).
 """
 
 from __future__ import annotations
@@ -110,5 +114,49 @@ def ngram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int,
 
 
 def bits(nats: float) -> float:
-    """Convert a loss from nats to bits: divide by :math:`\\ln 2`."""
+    r"""Convert a loss from nats to bits: divide by :math:`\ln 2`."""
     return nats / math.log(2)
+
+
+def noise_prediction_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    schedule,
+    labels: torch.Tensor | None = None,
+    p_uncond: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Ho et al.'s simple loss :math:`L_\text{simple}` (2020, eq. 14) for one batch ``x0``:
+
+    .. math:: \mathbb{E}_{x_0, t, \epsilon}\,\big\lVert \epsilon
+              - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\,[,\ c'])
+              \big\rVert^2 ,
+
+    with :math:`t` uniform over the ``schedule.T`` steps (a :class:`fmbook.diffusion.NoiseSchedule`)
+    and :math:`\epsilon \sim \mathcal{N}(0, I)`. Without ``labels`` the model is called as
+    ``model(x_t, t)``. With ``labels`` it is called as ``model(x_t, t, c')``, where
+    :math:`c' = \varnothing` (``model.null_class``) with probability ``p_uncond``, else the label
+    (Ho & Salimans 2021). Random numbers are drawn in the order t, noise, hidden labels, from
+    ``generator`` (default: torch's global one) on its device, and the noised data computed on the
+    CPU: with a CPU generator a run is the same on every device.
+    """
+    if not 0 <= p_uncond < 1:
+        raise ValueError(f"noise_prediction_loss: p_uncond must be in [0, 1), got {p_uncond}")
+    if labels is None and p_uncond:
+        raise ValueError("noise_prediction_loss: p_uncond > 0 hides labels, but no labels given")
+    if labels is not None and labels.shape != x0.shape[:1]:
+        raise ValueError(
+            f"noise_prediction_loss: expected one label per example, {len(x0)}, "
+            f"got labels of shape {tuple(labels.shape)}"
+        )
+    device, B, at = x0.device, len(x0), draw_device(generator, "cpu")
+    t = torch.randint(0, schedule.T, (B,), generator=generator, device=at).cpu()
+    noise = torch.randn(x0.shape, generator=generator, device=at).cpu()
+    x_t = schedule.q_sample(x0.cpu(), t, noise).to(device)
+    if labels is None:
+        eps = model(x_t, t.to(device))
+    else:
+        hide = torch.rand(B, generator=generator, device=at).cpu() < p_uncond
+        c = torch.where(hide, model.null_class, labels.cpu())
+        eps = model(x_t, t.to(device), c.to(device))
+    return (eps - noise.to(device)).square().mean()

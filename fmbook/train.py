@@ -56,6 +56,11 @@ class History:
     def final_eval_loss(self) -> float:
         return self.eval_loss[-1] if self.eval_loss else float("nan")
 
+    def as_meta(self) -> dict:
+        """The training curve and time as plain values, what a zoo recipe keeps beside the weights:
+        ``{"step": [...], "train_loss": [...], "seconds": s}``."""
+        return {"step": list(self.step), "train_loss": list(self.train_loss), "seconds": self.seconds}
+
 
 def lr_at(step: int, steps: int, warmup: int = 0, min_ratio: float = 0.1) -> float:
     """Learning-rate multiplier at ``step`` (0-based) of ``steps``: linear warm-up, then cosine.

@@ -54,8 +54,8 @@ _RECIPES: dict[str, Recipe] = {}
 _BUILTIN: dict[str, str] = {
     "gpt-shakespeare": "fmbook.lm:GPT_SHAKESPEARE",
     "bert-shakespeare": "fmbook.lm:BERT_SHAKESPEARE",
-    "digits-evaluator": "fmbook.digits:EVALUATOR",
-    "ddpm-digits": "fmbook.digits:DDPM",
+    "digits-evaluator": "fmbook.digits:EVALUATOR_RECIPE",
+    "ddpm-digits": "fmbook.digits:DDPM_RECIPE",
     "icl-linear": "fmbook.icl:ICL_LINEAR",
 }
 

@@ -44,14 +44,14 @@ def test_q_sample_one_step_per_example():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="T must be an int >= 1"):
+    with pytest.raises(ValueError, match="T must be an int"):
         NoiseSchedule.linear(T=0)
-    with pytest.raises(ValueError, match=r"every beta must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match="every beta"):
         NoiseSchedule(torch.tensor([0.1, 1.0]))
     s = NoiseSchedule.linear(T=10)
-    with pytest.raises(ValueError, match=r"t must be in \[0, T\) = \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"\[0, T\)"):
         s.q_sample(torch.zeros(2), 10, torch.zeros(2))
-    with pytest.raises(ValueError, match="noise must have the shape of x0"):
+    with pytest.raises(ValueError, match="shape of x0"):
         s.q_sample(torch.zeros(2), 1, torch.zeros(3))
     with pytest.raises(ValueError, match="one t per example"):
         s.q_sample(torch.zeros(2, 4), torch.tensor([1, 2, 3]), torch.zeros(2, 4))
@@ -136,24 +136,24 @@ def test_guidance_and_step_sequences():
     assert sampling_steps(1000, 1) == [999]  # one jump from pure noise, not a step at index 0
     assert sampling_steps(1000, 2) == [999, 0]
     for bad in (0, 2.0, True):
-        with pytest.raises(ValueError, match=r"must be in \[1, T = 1000\]"):
+        with pytest.raises(ValueError, match="number of steps"):
             sampling_steps(1000, bad)
-    with pytest.raises(ValueError, match="guidance scale w must be >= 0"):
+    with pytest.raises(ValueError, match="guidance scale"):
         guided_eps(c, u, -1.0)
-    with pytest.raises(ValueError, match=r"must be in \[1, T = 1000\]"):
+    with pytest.raises(ValueError, match="number of steps"):
         sampling_steps(1000, 2000)
 
 
 def test_sampler_steps_reject_bad_input():
     s = NoiseSchedule.linear(T=10)
     x = torch.zeros(2)
-    with pytest.raises(ValueError, match="need integers -1 <= s < t < T = 10"):
+    with pytest.raises(ValueError, match="-1 <= s < t"):
         s.ddim_step(x, 5, 5, x)
-    with pytest.raises(ValueError, match="eta must be >= 0"):
+    with pytest.raises(ValueError, match="eta"):
         s.ddim_step(x, 5, 2, x, eta=-0.1)
     with pytest.raises(TypeError, match="t must be an int"):
         s.ddpm_step(x, torch.tensor([1, 2]), x)
-    with pytest.raises(ValueError, match="must have the same shape"):
+    with pytest.raises(ValueError, match="same shape"):
         s.posterior(torch.zeros(2), torch.zeros(3), 1)
 
 
@@ -179,7 +179,7 @@ def test_mlp_denoiser_shapes_and_bad_input():
 
     m = MLPDenoiser(2, T=100)
     assert m(torch.zeros(5, 2), torch.arange(5)).shape == (5, 2)
-    with pytest.raises(ValueError, match=r"expected x \(B, d\) and t \(B,\)"):
+    with pytest.raises(ValueError, match="expected x"):
         m(torch.zeros(5, 2), torch.arange(4))
 
 
@@ -217,7 +217,7 @@ def test_clipping_clamps_x0_and_keeps_ddim_consistent():
     noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     xt = s.q_sample(x0, t, noise)
     torch.testing.assert_close(s.ddim_step(xt, t, 40, noise, clip=1.0), s.ddim_step(xt, t, 40, noise))
-    with pytest.raises(ValueError, match="clip must be > 0"):
+    with pytest.raises(ValueError, match="clip"):
         s.ddpm_step(x_t, t, eps, clip=0.0)
 
 
@@ -235,9 +235,9 @@ def test_residual_denoiser_and_conditional_eps():
     torch.testing.assert_close(conditional_eps(m, c, 2.0)(x, t), guided_eps(m(x, t, c), m(x, t, null), 2.0))
     # the label matters: another class gives another prediction
     assert not torch.allclose(m(x, t, c), m(x, t, (c + 1) % 3))
-    with pytest.raises(ValueError, match="guidance scale w must be >= 0"):
+    with pytest.raises(ValueError, match="guidance scale"):
         conditional_eps(m, c, -1.0)
-    with pytest.raises(ValueError, match=r"expected x \(B, 16\), t \(B,\) and c \(B,\)"):
+    with pytest.raises(ValueError, match="expected x"):
         m(x, t, c[:2])
 
 
@@ -245,7 +245,7 @@ def test_sample_rejects_more_steps_than_T():
     from fmbook.diffusion import sample
 
     s = NoiseSchedule.linear(T=10)
-    with pytest.raises(ValueError, match=r"number of steps must be in \[1, T = 10\]"):
+    with pytest.raises(ValueError, match="number of steps"):
         sample(lambda x, t: x, s, (2, 2), n_steps=11)
 
 

@@ -184,7 +184,6 @@ EVALUATOR_RECIPE = zoo.Recipe(
     train_evaluator,
     "CNN classifier of the 8x8 digits whose features score generated digits",
 )
-EVALUATOR = EVALUATOR_RECIPE  # the name fmbook.zoo's table used first
 
 
 @torch.no_grad()
@@ -286,7 +285,6 @@ DDPM_RECIPE = zoo.Recipe(
     train_ddpm,
     "class-conditional noise predictor for the 8x8 digits (label hidden 10% of the time)",
 )
-DDPM = DDPM_RECIPE  # the name fmbook.zoo's table used first
 
 
 def ddpm(device=None, with_meta: bool = False, loss_plot: bool = False):

@@ -93,7 +93,8 @@ GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}
 
 
 def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right, by ``new_id``."""
+    """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right, by
+    ``new_id``."""
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -184,7 +185,8 @@ class BPETokenizer:
             raise TypeError(f"BPETokenizer.train: expected str, got {type(text).__name__}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
             raise ValueError(
-                f"BPETokenizer.train: vocab_size must be an int >= 256 (the bytes), got {vocab_size!r}"
+                "BPETokenizer.train: vocab_size must be an int >= 256 (the bytes), "
+                f"got {vocab_size!r}"
             )
         word_counts = Counter(piece.encode("utf-8") for piece in regex.findall(pattern, text))
         return cls(learn_merges(word_counts, vocab_size - 256), pattern)
@@ -194,9 +196,12 @@ class BPETokenizer:
         return 256 + len(self.merges)
 
     def truncated(self, num_merges: int) -> BPETokenizer:
-        """The tokenizer with only the first ``num_merges`` merges (vocabulary ``256 + num_merges``)."""
+        """The tokenizer with only the first ``num_merges`` merges (vocabulary
+        ``256 + num_merges``)."""
         if not 0 <= num_merges <= len(self.merges):
-            raise ValueError(f"truncated: num_merges must be in [0, {len(self.merges)}], got {num_merges}")
+            raise ValueError(
+                f"truncated: num_merges must be in [0, {len(self.merges)}], got {num_merges}"
+            )
         return BPETokenizer(list(self.merges)[:num_merges], self.pattern)
 
     def _encode_piece(self, piece: str) -> list[int]:

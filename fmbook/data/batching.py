@@ -32,10 +32,12 @@ def random_windows(
         )
     if len(tokens) < block_size + 1:
         raise ValueError(
-            f"random_windows: need at least block_size + 1 = {block_size + 1} tokens, got {len(tokens)}"
+            f"random_windows: need at least block_size + 1 = {block_size + 1} tokens, "
+            f"got {len(tokens)}"
         )
     at = draw_device(generator, "cpu")  # a generator draws on its own device
-    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator, device=at).cpu()
+    n_starts = len(tokens) - block_size  # s = 0 .. len - T - 1, so that y has T tokens
+    starts = torch.randint(n_starts, (batch_size,), generator=generator, device=at).cpu()
     offsets = torch.arange(block_size + 1)
     windows = tokens[starts[:, None] + offsets].long()
     x, y = windows[:, :-1], windows[:, 1:]

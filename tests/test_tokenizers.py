@@ -1,13 +1,59 @@
+"""fmbook.tokenizers: the character tokenizer and byte-level BPE."""
+
 import time
 from collections import Counter
 
 import pytest
 import regex
+import tokenizers  # a requirement of the book (requirements.txt): the reference byte-level BPE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fmbook.data import corpus
-from fmbook.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer, merge
+from fmbook.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer, CharTokenizer, merge
+
+# --- characters ---
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_char_tokenizer_round_trip(text):
+    tok = CharTokenizer.train(text)
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.vocab_size == len(set(text))
+
+
+def test_char_tokenizer_ids_follow_sorted_characters():
+    tok = CharTokenizer.train("banana!")
+    assert tok.chars == ["!", "a", "b", "n"]
+    assert tok.encode("nab") == [3, 1, 2]
+
+
+def test_char_tokenizer_rejects_unknown_characters_and_ids():
+    tok = CharTokenizer.train("abc")
+    with pytest.raises(ValueError, match="'z'"):
+        tok.encode("abz")
+    with pytest.raises(ValueError, match="id 3"):
+        tok.decode([0, 3])
+    with pytest.raises(TypeError, match="str"):
+        tok.encode(123)
+    with pytest.raises(ValueError, match="empty"):
+        CharTokenizer("")
+    with pytest.raises(ValueError, match="repeated"):
+        CharTokenizer("aa")
+
+
+def test_char_tokenizer_save_load(tmp_path):
+    tok = CharTokenizer.train("hello, world")
+    tok.save(tmp_path / "t.json")
+    again = CharTokenizer.load(tmp_path / "t.json")
+    assert again.chars == tok.chars
+    assert again.decode(tok.encode("low")) == "low"
+    BPETokenizer().save(tmp_path / "bpe.json")
+    with pytest.raises(ValueError, match="CharTokenizer"):
+        CharTokenizer.load(tmp_path / "bpe.json")
+
+
+# --- byte-pair encoding ---
 
 
 def naive_merges(text: str, vocab_size: int) -> list[tuple[int, int]]:
@@ -29,7 +75,9 @@ def test_merge():
     assert merge([5, 5, 5], (5, 5), 7) == [7, 5]
 
 
-@pytest.mark.parametrize("text", ["aaabdaaabac", "the cat sat on the mat, the end", "ab " * 50 + "ba " * 7])
+@pytest.mark.parametrize(
+    "text", ["aaabdaaabac", "the cat sat on the mat, the end", "ab " * 50 + "ba " * 7]
+)
 def test_incremental_training_equals_naive_recount(text):
     assert BPETokenizer.train(text, 280).merges == dict(
         (p, 256 + i) for i, p in enumerate(naive_merges(text, 280))
@@ -65,21 +113,21 @@ def test_save_load_and_truncate(tmp_path):
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="vocab_size must be an int >= 256"):
+    with pytest.raises(ValueError, match="vocab_size"):
         BPETokenizer.train("abc", 100)
-    with pytest.raises(TypeError, match="expected str"):
+    with pytest.raises(TypeError, match="str"):
         BPETokenizer.train(b"abc", 300)
-    with pytest.raises(ValueError, match=r"id 999 is not in \[0, 256\)"):
+    with pytest.raises(ValueError, match="id 999"):
         BPETokenizer().decode([999])
-    with pytest.raises(ValueError, match="does not exist yet"):
+    with pytest.raises(ValueError, match="does not exist"):
         BPETokenizer([(300, 1)])
-    with pytest.raises(ValueError, match="num_merges must be in"):
+    with pytest.raises(ValueError, match="num_merges"):
         BPETokenizer().truncated(1)
 
 
 def test_corpus_training_is_fast_and_compresses_like_hugging_face():
-    """Whole training corpus, vocabulary 1024: under 60 s, bytes per token within 3% of HF tokenizers."""
-    import tokenizers  # a requirement of the book (requirements.txt), not optional
+    """Whole training corpus, vocabulary 1024: under 60 s of CPU, and bytes per token within
+    3% of Hugging Face tokenizers' byte-level BPE."""
     train, val = corpus("train"), corpus("validation")
     start = time.process_time()
     ours = BPETokenizer.train(train, 1024)

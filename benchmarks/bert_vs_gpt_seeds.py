@@ -38,11 +38,11 @@ def main() -> int:
     results = {"budget": "full", "hidden": args.hidden, "command": "python benchmarks/bert_vs_gpt_seeds.py", "seeds": {}}
     for seed in args.seeds:
         models = {}
-        for kind in ("gpt", "bert"):
-            config = dict(lm.recipe_config(kind), seed=seed)
+        for kind, recipe in (("gpt", lm.GPT_RECIPE), ("bert", lm.BERT_RECIPE)):
+            config = dict(recipe.config("full"), seed=seed)
             fmbook.seed(seed)
-            models[kind] = lm._build(kind)(config)
-            lm.train(kind)(models[kind], config)
+            models[kind] = recipe.build(config)
+            recipe.train(models[kind], config)
             models[kind].eval()
         bert_right, gpt_right = lm.head_to_head(models["bert"], models["gpt"], data.test_ids, args.hidden)
         d = paired_bootstrap(bert_right, gpt_right)

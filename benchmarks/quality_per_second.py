@@ -50,31 +50,20 @@ CONFIGS = {
         fit_schedule_to_time=False,
     ),
     # the book's default CPU configuration: the size and learning rate of the zoo's gpt-shakespeare at
-    # the full budget (fmbook.lm.recipe_config), with its cosine schedule fitted to the time budget
+    # the full budget (fmbook.lm.gpt_config), with its cosine schedule fitted to the time budget
     "book": dict(warmup=50, fit_schedule_to_time=True, decay_steps=None),
 }
 
 
 def _book_config() -> dict:
-    import os
-
     from fmbook import lm
 
-    before = os.environ.get("FMBOOK_BUDGET")
-    os.environ["FMBOOK_BUDGET"] = "full"
-    try:
-        recipe = lm.recipe_config("gpt")
-    finally:
-        if before is None:
-            del os.environ["FMBOOK_BUDGET"]
-        else:
-            os.environ["FMBOOK_BUDGET"] = before
-    model = recipe["model"]
+    recipe = lm.gpt_config("full")
     return dict(
-        n_layer=model["n_layer"],
-        n_head=model["n_head"],
-        n_embd=model["n_embd"],
-        block_size=model["block_size"],
+        n_layer=recipe["n_layer"],
+        n_head=recipe["n_head"],
+        n_embd=recipe["n_embd"],
+        block_size=recipe["block_size"],
         batch_size=recipe["batch_size"],
         lr=recipe["lr"],
         min_lr=recipe["lr"] / 10,

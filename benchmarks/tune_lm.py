@@ -48,12 +48,12 @@ def main() -> int:
     if args.merge and args.out.exists():
         sweep = json.loads(args.out.read_text(encoding="utf-8"))
     sweep["grid"] = sorted(set(sweep["grid"]) | set(args.grid))
-    for kind in ("gpt", "bert"):
+    for kind, recipe in (("gpt", lm.GPT_RECIPE), ("bert", lm.BERT_RECIPE)):
         for lr in args.grid:
-            config = lm.recipe_config(kind, lr=lr)
+            config = dict(recipe.config("full"), lr=lr)
             fmbook.seed(config["seed"])
-            model = lm._build(kind)(config)
-            lm.train(kind)(model, config)
+            model = recipe.build(config)
+            recipe.train(model, config)
             sweep[kind][f"{lr:g}"] = round(lm.tuning_loss(kind, model.eval()), 5)
             print(f"{kind} lr={lr:g}: tuning loss {sweep[kind][f'{lr:g}']:.4f}", flush=True)
         sweep[kind] = dict(sorted(sweep[kind].items(), key=lambda kv: float(kv[0])))

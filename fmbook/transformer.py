@@ -1,19 +1,23 @@
-"""The transformer: attention, blocks and the causal language model ``GPT``.
+r"""The transformer: attention, blocks, and one trunk with a causal and a masked head.
 
 Pre-LayerNorm blocks as in GPT-2, learned position embeddings and an output
-layer tied to the token embedding. The LLM chapter builds each piece by hand
-and checks it against this file.
+layer tied to the token embedding. :class:`Transformer` is the shared trunk,
+built causal or bidirectional; :class:`GPT` (causal, next-token loss,
+generation with a key/value cache) and :class:`BERT` (bidirectional,
+masked-token loss, padding mask) are thin subclasses. The LLM chapter builds
+each piece by hand and checks it against this file.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmbook.objectives import masked_token_loss, next_token_loss
 from fmbook.runtime import same_device
 
 
@@ -36,12 +40,11 @@ class GPTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPTConfig.{field} must be a positive int, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -56,7 +59,8 @@ def scaled_dot_product_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Attention, written out: returns the output and the attention weights.
 
-    .. math:: \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V
+    .. math::
+        \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V
 
     ``q`` has shape ``(..., T_q, d_k)``, ``k`` ``(..., T_k, d_k)``, ``v``
     ``(..., T_k, d_v)``; ``mask`` is boolean, broadcastable to ``(..., T_q, T_k)``,
@@ -71,7 +75,9 @@ def scaled_dot_product_attention(
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         if mask.dtype != torch.bool:
-            raise TypeError(f"attention: mask must be boolean (True = may attend), got {mask.dtype}")
+            raise TypeError(
+                f"attention: mask must be boolean (True = may attend), got {mask.dtype}"
+            )
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
@@ -93,7 +99,9 @@ class KVCache:
         first = self.layers[0]
         return 0 if first is None else first[0].shape[-2]
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         past = self.layers[layer]
         if past is not None:
             k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
@@ -115,7 +123,9 @@ class MultiHeadAttention(nn.Module):
     ):
         super().__init__()
         if n_embd % n_head:
-            raise ValueError(f"MultiHeadAttention: n_embd={n_embd} must be divisible by n_head={n_head}")
+            raise ValueError(
+                f"MultiHeadAttention: n_embd={n_embd} must be divisible by n_head={n_head}"
+            )
         self.n_head, self.causal, self.dropout = n_head, causal, dropout
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
@@ -158,11 +168,11 @@ class MultiHeadAttention(nn.Module):
 class MLP(nn.Module):
     """The position-wise feed-forward network: ``Linear(d, 4d) -> GELU -> Linear(4d, d)``."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -171,35 +181,70 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, config: GPTConfig, causal: bool = True):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        *,
+        causal: bool = True,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_head, causal, config.dropout, config.bias)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = MultiHeadAttention(n_embd, n_head, causal, dropout, bias)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, dropout, bias)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, **kw) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer, **kw)
-        return x + self.mlp(self.ln_2(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        need_weights: bool = False,
+        padding_mask: torch.Tensor | None = None,
+    ):
+        """The block's output; with ``need_weights=True``, ``(output, attention weights)``."""
+        y = self.attn(self.ln_1(x), cache, layer, need_weights, padding_mask)
+        y, weights = y if need_weights else (y, None)
+        x = x + y
+        x = x + self.mlp(self.ln_2(x))
+        return (x, weights) if need_weights else x
 
 
-class GPT(nn.Module):
-    r"""A causal (decoder-only) transformer language model.
+class Transformer(nn.Module):
+    r"""The trunk shared by :class:`GPT` and :class:`BERT`, causal or not from construction on.
 
-    ``forward(idx, targets)`` returns the logits of
-    :math:`p(x_{t+1} \mid x_{\le t})` at every position and, with targets, the
-    next-token loss :math:`-\frac{1}{BT}\sum \log p(y_t \mid x_{\le t})`.
+    Token and position embeddings, ``n_layer`` :class:`Block` s, a final LayerNorm and
+    an output layer tied to the token embedding (Press & Wolf 2017):
+
+    .. math:: h_0 = W_E[x] + W_P, \quad h_\ell = \mathrm{Block}_\ell(h_{\ell-1}), \quad
+        z = \mathrm{LN}(h_L)\, W_E^\top.
+
+    With ``causal=True`` position :math:`t` attends to positions :math:`\le t` only;
+    with ``causal=False`` to the whole sequence. Nothing else differs.
     """
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, *, causal: bool):
         super().__init__()
         if not isinstance(config, GPTConfig):
-            raise TypeError(f"GPT: expected a GPTConfig, got {type(config).__name__}")
-        self.config = config
+            raise TypeError(
+                f"{type(self).__name__}: expected a GPTConfig, got {type(config).__name__}"
+            )
+        self.config, self.causal = config, causal
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(
+                config.n_embd,
+                config.n_head,
+                causal=causal,
+                dropout=config.dropout,
+                bias=config.bias,
+            )
+            for _ in range(config.n_layer)
+        )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
@@ -230,68 +275,97 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n if embeddings else n - self.wte.weight.numel() - self.wpe.weight.numel()
 
-    def _check_idx(self, idx: torch.Tensor, argname: str = "idx") -> None:
+    def _check_idx(self, idx: torch.Tensor, argname: str = "idx", start: int = 0) -> None:
+        name, block = type(self).__name__, self.config.block_size
         if not isinstance(idx, torch.Tensor) or idx.ndim != 2:
             got = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise ValueError(f"GPT: {argname} must be a (batch, time) tensor, got {got}")
+            raise ValueError(f"{name}: {argname} must be a (batch, time) tensor, got {got}")
         if idx.dtype != torch.long:
-            raise TypeError(f"GPT: {argname} must have dtype torch.long, got {idx.dtype}")
-        if idx.shape[1] > self.config.block_size:
+            raise TypeError(f"{name}: {argname} must have dtype torch.long, got {idx.dtype}")
+        if idx.shape[1] > block:
             raise ValueError(
-                f"GPT: {argname} has length {idx.shape[1]}, longer than block_size={self.config.block_size}"
+                f"{name}: {argname} has length {idx.shape[1]}, longer than block_size={block}"
+            )
+        if start + idx.shape[1] > block:
+            raise ValueError(
+                f"{name}: the cache holds {start} positions; "
+                f"{idx.shape[1]} more exceed block_size={block}"
+            )
+
+    def _check_targets(self, idx: torch.Tensor, targets: torch.Tensor | None, argname: str) -> None:
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"{type(self).__name__}: {argname} must have the shape of idx {tuple(idx.shape)}, "
+                f"got {tuple(targets.shape)}"
             )
 
     def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Token plus position embeddings of ``idx``, whose first token sits at position ``start``."""
+        """Token plus position embeddings of ``idx``, its first token at position ``start``."""
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
         return self.wte(idx) + self.wpe(pos)
 
-    def features(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``(B, T, d)``, after the last LayerNorm: the input of the output layer."""
-        self._check_idx(idx)
-        x = self._embed(idx)
-        for block in self.blocks:
-            x = block(x)
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        padding_mask: torch.Tensor | None = None,
+        maps: list | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states ``(B, T, d)``, after the last LayerNorm: the output layer's input.
+
+        ``cache`` continues cached positions; ``padding_mask`` ``(B, T)`` is True for real
+        tokens; a list passed as ``maps`` receives each layer's attention weights.
+        """
+        start = cache.length if cache is not None else 0
+        self._check_idx(idx, start=start)
+        x = self.drop(self._embed(idx, start))
+        for layer, block in enumerate(self.blocks):
+            if maps is None:
+                x = block(x, cache, layer, padding_mask=padding_mask)
+            else:
+                x, weights = block(x, cache, layer, need_weights=True, padding_mask=padding_mask)
+                maps.append(weights)
         return self.ln_f(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def features(self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states ``(B, T, d)``: the input of the output layer (see :meth:`hidden`)."""
+        return self.hidden(idx, padding_mask=padding_mask)
+
+    @torch.no_grad()
+    def attention_maps(
+        self, idx: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention weights of every layer and head, kept by the ordinary forward pass.
+
+        Shape ``(L, B, H, T, T)``: layer, batch, head, query position, key position.
+        """
+        maps: list[torch.Tensor] = []
+        self.hidden(idx, padding_mask=padding_mask, maps=maps)
+        return torch.stack(maps)
+
+
+class GPT(Transformer):
+    r"""A causal (decoder-only) transformer language model: the trunk with ``causal=True``.
+
+    ``forward(idx, targets)`` returns the logits of
+    :math:`p(x_{t+1} \mid x_{\le t})` at every position and, with targets, the
+    next-token loss :math:`-\frac{1}{BT}\sum \log p(y_t \mid x_{\le t})`.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config, causal=True)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+    ):
         """Logits ``(B, T, V)`` and, given ``targets``, the mean next-token cross-entropy.
 
         With a :class:`KVCache`, ``idx`` continues the cached positions: only
         the new tokens are computed, and the cache grows by ``T``.
         """
-        self._check_idx(idx)
-        if targets is not None and targets.shape != idx.shape:
-            raise ValueError(
-                f"GPT: targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}"
-            )
-        start = cache.length if cache is not None else 0
-        T = idx.shape[1]
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"GPT: the cache holds {start} positions; {T} more exceed block_size={self.config.block_size}"
-            )
-        x = self.drop(self._embed(idx, start))
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
-
-    @torch.no_grad()
-    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
-        """Attention weights of every layer and head: shape ``(L, B, H, T, T)``."""
-        self._check_idx(idx)
-        x = self._embed(idx)
-        maps = []
-        for block in self.blocks:
-            y, weights = block.attn(block.ln_1(x), need_weights=True)
-            x = x + y
-            x = x + block.mlp(block.ln_2(x))
-            maps.append(weights)
-        return torch.stack(maps)
+        logits = self.lm_head(self.hidden(idx, cache))
+        self._check_targets(idx, targets, "targets")
+        return logits, (next_token_loss(logits, targets) if targets is not None else None)
 
     @torch.no_grad()
     def generate(
@@ -330,7 +404,8 @@ class GPT(nn.Module):
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
-                f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}"
+                "generate: generator must be a torch.Generator or None, "
+                f"got {type(generator).__name__}"
             )
         was_training = self.training
         self.eval()
@@ -364,44 +439,37 @@ class GPT(nn.Module):
             sorted_probs = sorted_probs.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         if generator is not None and not same_device(generator, probs):
-            # sample where the generator lives (a CPU generator gives the same tokens on every device)
-            return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
+            # sample where the generator lives: a CPU generator gives the same tokens everywhere
+            return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(
+                probs.device
+            )
         return torch.multinomial(probs, 1, generator=generator)
 
 
-BERTConfig = GPTConfig
-
-
-class BERT(GPT):
+class BERT(Transformer):
     r"""A bidirectional encoder trained to fill in masked tokens (Devlin et al. 2019).
 
-    The same embeddings, blocks and tied output layer as :class:`GPT`, with
-    one difference: attention is not masked, so every position sees the whole
-    sequence. ``forward(idx, labels)`` returns the logits at every position
-    and the masked-token loss over the positions whose label is not ``-100``.
-    It is not trained to write left to right: most hidden positions have
-    context on both sides, so it continues a text less well than a causal
-    model. Masked models can generate by filling in masks over several rounds
-    instead (Wang & Cho 2019; Chang et al. 2022); this class does not.
+    The trunk of :class:`GPT`, built with ``causal=False``: every position sees
+    the whole sequence. ``forward(idx, labels, padding_mask)`` returns the logits
+    at every position and the masked-token loss over the positions whose label
+    is not ``-100``. It is not trained to write left to right: most hidden
+    positions have context on both sides, so it continues a text less well than
+    a causal model. Masked models can generate by filling in masks over several
+    rounds instead (Wang & Cho 2019; Chang et al. 2022); this class does not.
     """
 
     def __init__(self, config: GPTConfig):
-        super().__init__(config)
-        for block in self.blocks:
-            block.attn.causal = False
+        super().__init__(config, causal=False)
 
-    def forward(self, idx: torch.Tensor, labels: torch.Tensor | None = None, padding_mask=None):
-        from fmbook.objectives import masked_token_loss
-
-        self._check_idx(idx)
-        if labels is not None and labels.shape != idx.shape:
-            raise ValueError(
-                f"BERT: labels must have the shape of idx {tuple(idx.shape)}, got {tuple(labels.shape)}"
-            )
-        x = self.drop(self._embed(idx))
-        for block in self.blocks:
-            x = block(x, padding_mask=padding_mask)
-        logits = self.lm_head(self.ln_f(x))
+    def forward(
+        self,
+        idx: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ):
+        """Logits ``(B, T, V)`` and, given ``labels``, the mean loss over the labelled positions."""
+        logits = self.lm_head(self.hidden(idx, padding_mask=padding_mask))
+        self._check_targets(idx, labels, "labels")
         return logits, (masked_token_loss(logits, labels) if labels is not None else None)
 
     def generate(self, *args, **kwargs):

@@ -52,8 +52,8 @@ _RECIPES: dict[str, Recipe] = {}
 # Recipes defined by the chapters' modules, imported the first time they are asked for:
 # name -> "module:attribute" of a Recipe.
 _BUILTIN: dict[str, str] = {
-    "gpt-shakespeare": "fmbook.lm:GPT_SHAKESPEARE",
-    "bert-shakespeare": "fmbook.lm:BERT_SHAKESPEARE",
+    "gpt-shakespeare": "fmbook.lm:GPT_RECIPE",
+    "bert-shakespeare": "fmbook.lm:BERT_RECIPE",
     "digits-evaluator": "fmbook.digits:EVALUATOR_RECIPE",
     "ddpm-digits": "fmbook.digits:DDPM_RECIPE",
     "icl-linear": "fmbook.icl:ICL_LINEAR",

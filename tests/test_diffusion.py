@@ -183,18 +183,6 @@ def test_mlp_denoiser_shapes_and_bad_input():
         m(torch.zeros(5, 2), torch.arange(4))
 
 
-def test_sliced_wasserstein():
-    from fmbook.metrics import sliced_wasserstein
-
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(4000, 2, generator=g)
-    assert sliced_wasserstein(a, a) == 0
-    shifted = sliced_wasserstein(a, a + torch.tensor([1.0, 0.0]))
-    assert shifted == pytest.approx(2 / math.pi, rel=0.05)  # E|cos(theta)| over random directions
-    with pytest.raises(ValueError, match="equal shape"):
-        sliced_wasserstein(a, a[:10])
-
-
 def test_clipping_clamps_x0_and_keeps_ddim_consistent():
     s = NoiseSchedule.cosine(T=100)
     x_t = torch.full((3, 4), 2.0, dtype=torch.float64)

@@ -115,3 +115,13 @@ def test_paired_bootstrap_pairs_the_examples():
 def test_paired_bootstrap_rejects_unpaired_input():
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap(torch.ones(5), torch.ones(6))
+
+
+def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 2, generator=g)
+    assert sliced_wasserstein(a, a) == 0
+    shifted = sliced_wasserstein(a, a + torch.tensor([1.0, 0.0]))
+    assert shifted == pytest.approx(2 / math.pi, rel=0.05)  # E|cos(theta)| over random directions
+    with pytest.raises(ValueError, match="equal shape"):
+        sliced_wasserstein(a, a[:10])

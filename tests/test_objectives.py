@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from fmbook.diffusion import MLPDenoiser, NoiseSchedule, ResidualMLPDenoiser
-from fmbook.objectives import noise_prediction_loss
+from fmbook.objectives import (
+    IGNORE_INDEX,
+    mask_tokens,
+    masked_token_loss,
+    next_token_loss,
+    ngram_loss,
+    noise_prediction_loss,
+)
 
 
 def test_noise_prediction_loss_is_the_squared_error_of_the_noise_written_out():
@@ -53,3 +60,55 @@ def test_noise_prediction_loss_rejects_bad_input():
         noise_prediction_loss(m, x0, s, None, 0.1)
     with pytest.raises(ValueError, match="one label per example"):
         noise_prediction_loss(m, x0, s, y[:4])
+
+
+def test_mask_tokens_follows_bert_statistics_over_a_million_tokens():
+    V, mask_id, pad_id = 100, 100, 0
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, V, (1000, 1000), generator=g)
+    ids[:, -50:] = pad_id  # padding is never selected
+    inputs, labels = mask_tokens(ids, mask_id, V, special_ids=(pad_id,), generator=g)
+    eligible = ids != pad_id
+    selected = labels != IGNORE_INDEX
+    assert not selected[~eligible].any()
+    assert torch.equal(labels[selected], ids[selected])
+    share = selected.sum().item() / eligible.sum().item()
+    assert abs(share - 0.15) < 0.005
+    n = selected.sum().item()
+    masked = (inputs == mask_id) & selected
+    kept = (inputs == ids) & selected
+    replaced = selected & ~masked & ~kept
+    assert abs(masked.sum().item() / n - 0.8) < 0.005
+    # a random replacement equals the original with probability 1/98: count those as kept
+    assert abs((replaced.sum().item() + kept.sum().item()) / n - 0.2) < 0.005
+    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 98)) < 0.005
+    assert not torch.isin(inputs[replaced], torch.tensor([pad_id, mask_id])).any()
+    assert torch.equal(inputs[~selected], ids[~selected])
+
+
+def test_mask_tokens_bad_input():
+    with pytest.raises(TypeError, match="torch.long"):
+        mask_tokens(torch.zeros(3), 5, 5)
+    with pytest.raises(ValueError, match=r"mask_prob must be in \(0, 1\)"):
+        mask_tokens(torch.zeros(3, dtype=torch.long), 5, 5, mask_prob=0.0)
+
+
+def test_losses_and_ngram_baselines():
+    logits = torch.zeros(1, 4, 5)
+    targets = torch.tensor([[0, 1, 2, 3]])
+    assert next_token_loss(logits, targets).item() == pytest.approx(
+        torch.log(torch.tensor(5.0)).item()
+    )
+    labels = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX]])
+    logits[0, 1, 1] = 10.0
+    assert masked_token_loss(logits, labels).item() < 1e-3
+    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
+        next_token_loss(torch.zeros(4, 5), targets)
+    text = torch.tensor([0, 1] * 50)
+    # unigram: both tokens have probability 1/2 -> ln 2; bigram: 0 -> 1 always (add-one: 51/52)
+    assert ngram_loss(text, text, 2, 1) == pytest.approx(0.6931, abs=1e-3)
+    assert ngram_loss(text, text, 2, 2) == pytest.approx(
+        -torch.log(torch.tensor(51 / 52)).item(), abs=1e-3
+    )
+    with pytest.raises(ValueError, match="order must be 1"):
+        ngram_loss(text, text, 2, 3)

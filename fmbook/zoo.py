@@ -56,7 +56,7 @@ _BUILTIN: dict[str, str] = {
     "bert-shakespeare": "fmbook.lm:BERT_RECIPE",
     "digits-evaluator": "fmbook.digits:EVALUATOR_RECIPE",
     "ddpm-digits": "fmbook.digits:DDPM_RECIPE",
-    "icl-linear": "fmbook.icl:ICL_LINEAR",
+    "icl-linear": "fmbook.icl:ICL_RECIPE",
 }
 
 

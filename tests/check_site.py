@@ -6,7 +6,8 @@ For every page of the table of contents: it loads with no uncaught script
 error (the theme's known duplicate ``THEBE_JS_URL`` declaration aside). For
 every notebook page: Colab and Binder launch links that point at this
 notebook in the repository of ``_config.yml``, figures that are present and
-decoded, and scrubbers whose frame changes when the slider moves. Also: the
+decoded, scrubbers whose frame changes when the slider moves, and code cells
+that fit the page without a horizontal scroll bar on a laptop screen. Also: the
 vendored widget JavaScript and MathJax are served by the site itself.
 
 The book must work with no network: every request that leaves the machine
@@ -38,6 +39,7 @@ from scripts.book_config import config, toc_documents  # noqa: E402
 KNOWN_ERRORS = ("THEBE_JS_URL",)
 LOCAL_SCHEMES = ("data:", "blob:", "file:", "about:")
 MATHJAX_TIMEOUT_MS = 20_000
+VIEWPORT = {"width": 1280, "height": 900}  # a laptop screen
 # Resolves to the state of the page's math once MathJax has typeset it (or
 # says why it could not); CHTML fonts load as the typeset formulas are laid
 # out, so it waits for them too.
@@ -123,7 +125,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
             browser = pw.chromium.launch(
                 executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=LAUNCH_ARGS
             )
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport=VIEWPORT)
             context.route("**/*", only_local)
             page = context.new_page()
             page.on("requestfailed", failed)
@@ -220,6 +222,13 @@ def check_notebook_page(page, doc: str, slug: str, branch: str) -> list[str]:
     if not images:
         problems.append(f"{doc}: a notebook page without figures")
     problems += [f"{doc}: figure not decoded: {src}" for ok, src in images if not ok]
+    wide = page.eval_on_selector_all(
+        "div.cell_input pre",
+        "els => els.filter(e => e.scrollWidth > e.clientWidth + 1)"
+        ".map(e => e.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), ''))",
+    )
+    width = VIEWPORT["width"]
+    problems += [f"{doc}: a code cell scrolls sideways at {width} px: {line[:70]}" for line in wide]
     scrubbers = page.locator(".fmbook-scrubber")
     for i in range(scrubbers.count()):
         scrubber = scrubbers.nth(i)

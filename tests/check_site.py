@@ -39,7 +39,7 @@ from scripts.book_config import config, toc_documents  # noqa: E402
 KNOWN_ERRORS = ("THEBE_JS_URL",)
 LOCAL_SCHEMES = ("data:", "blob:", "file:", "about:")
 MATHJAX_TIMEOUT_MS = 20_000
-VIEWPORT = {"width": 1280, "height": 900}  # a laptop screen
+VIEWPORT = {"width": 1440, "height": 900}  # a 13-inch laptop screen
 # Resolves to the state of the page's math once MathJax has typeset it (or
 # says why it could not); CHTML fonts load as the typeset formulas are laid
 # out, so it waits for them too.

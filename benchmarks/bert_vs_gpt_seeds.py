@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--hidden", type=int, default=8192, help="hidden characters of the test plays")
+    parser.add_argument(
+        "--hidden", type=int, default=8192, help="hidden characters of the test plays"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "fmbook" / "data" / "lm_seeds.json")
     args = parser.parse_args()
     os.environ["FMBOOK_BUDGET"] = "full"
@@ -35,7 +37,12 @@ def main() -> int:
     from fmbook.metrics import paired_bootstrap
 
     data, diffs = lm.char_data(), []
-    results = {"budget": "full", "hidden": args.hidden, "command": "python benchmarks/bert_vs_gpt_seeds.py", "seeds": {}}
+    results = {
+        "budget": "full",
+        "hidden": args.hidden,
+        "command": "python benchmarks/bert_vs_gpt_seeds.py",
+        "seeds": {},
+    }
     for seed in args.seeds:
         models = {}
         for kind, recipe in (("gpt", lm.GPT_RECIPE), ("bert", lm.BERT_RECIPE)):
@@ -44,7 +51,9 @@ def main() -> int:
             models[kind] = recipe.build(config)
             recipe.train(models[kind], config)
             models[kind].eval()
-        bert_right, gpt_right = lm.head_to_head(models["bert"], models["gpt"], data.test_ids, args.hidden)
+        bert_right, gpt_right = lm.head_to_head(
+            models["bert"], models["gpt"], data.test_ids, args.hidden
+        )
         d = paired_bootstrap(bert_right, gpt_right)
         diffs.append(d.mean)
         results["seeds"][str(seed)] = {
@@ -61,7 +70,10 @@ def main() -> int:
         )
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     if len(diffs) > 1:
-        print(f"over {len(diffs)} seeds: difference {statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs):.4f} (sd)")
+        print(
+            f"over {len(diffs)} seeds: difference {statistics.mean(diffs):+.4f} "
+            f"± {statistics.stdev(diffs):.4f} (sd)"
+        )
     return 0
 
 

@@ -33,7 +33,9 @@ def main() -> int:
     torch.manual_seed(0)
     prompt_len = 16
     model = GPT(
-        GPTConfig(vocab_size=76, block_size=prompt_len + args.new_tokens, n_layer=4, n_head=4, n_embd=128)
+        GPTConfig(
+            vocab_size=76, block_size=prompt_len + args.new_tokens, n_layer=4, n_head=4, n_embd=128
+        )
     )
     model.eval()
     prompt = torch.randint(76, (1, prompt_len))
@@ -42,13 +44,16 @@ def main() -> int:
     for _ in range(args.repeats):
         for use_cache in (True, False):
             start = time.perf_counter()
-            outputs[use_cache] = model.generate(prompt, args.new_tokens, top_k=1, use_cache=use_cache)
+            outputs[use_cache] = model.generate(
+                prompt, args.new_tokens, top_k=1, use_cache=use_cache
+            )
             times[use_cache].append(time.perf_counter() - start)
     same = torch.equal(outputs[True], outputs[False])
     cached, plain = min(times[True]), min(times[False])
     print(
         f"{args.new_tokens} new tokens, context up to {prompt_len + args.new_tokens}: "
-        f"recompute {plain:.2f} s, cache {cached:.2f} s, speed-up {plain / cached:.1f}x (target >= 5x); "
+        f"recompute {plain:.2f} s, cache {cached:.2f} s, "
+        f"speed-up {plain / cached:.1f}x (target >= 5x); "
         f"identical tokens: {same}"
     )
     return 0 if same else 1

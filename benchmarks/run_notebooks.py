@@ -39,14 +39,19 @@ def execute_one(notebook: Path, timeout: int) -> dict:
 
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
     )
     start = time.perf_counter()
     error = None
     try:
         client.execute()
     except Exception as err:  # report, do not hide: the table shows it
-        error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+        error = (
+            f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+        )
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"seconds": seconds, "peak_mib": peak_kib / 1024, "error": error}
@@ -60,7 +65,9 @@ def main() -> int:
     parser.add_argument("--budget", default="full", choices=["test", "full"])
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument(
-        "--warm-cache", action="store_true", help="use FMBOOK_CACHE as it is instead of a fresh, empty one"
+        "--warm-cache",
+        action="store_true",
+        help="use FMBOOK_CACHE as it is instead of a fresh, empty one",
     )
     parser.add_argument(
         "--targets",
@@ -88,8 +95,15 @@ def main() -> int:
     chosen = [p.resolve() for p in args.notebooks] or notebooks_in_reading_order()
     claims_dir = args.claims_dir or Path(tempfile.mkdtemp(prefix="fmbook-claims-"))
     claims_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, FMBOOK_BUDGET=args.budget, FMBOOK_HEADLESS="1", FMBOOK_CLAIMS_DIR=str(claims_dir))
-    if not args.warm_cache:  # like a first reader: zoo models are trained by the notebooks that need them
+    env = dict(
+        os.environ,
+        FMBOOK_BUDGET=args.budget,
+        FMBOOK_HEADLESS="1",
+        FMBOOK_CLAIMS_DIR=str(claims_dir),
+    )
+    if (
+        not args.warm_cache
+    ):  # like a first reader: zoo models are trained by the notebooks that need them
         env["FMBOOK_CACHE"] = tempfile.mkdtemp(prefix="fmbook-cache-")
     env.pop("MPLBACKEND", None)  # let the kernel use the inline backend, so figures are images
     failures = misses = 0
@@ -112,10 +126,14 @@ def main() -> int:
         measured = json.loads(record_file.read_text())["claims"] if record_file.exists() else {}
         print(
             f"\n{nb.relative_to(ROOT)}  budget={args.budget}  time={run['seconds']:.1f} s  "
-            f"peak memory={run['peak_mib']:.0f} MiB" + (f"  ERROR {run['error']}" if run["error"] else "")
+            f"peak memory={run['peak_mib']:.0f} MiB"
+            + (f"  ERROR {run['error']}" if run["error"] else "")
         )
         failures += bool(run["error"])
-        print(f"  {'claim':<26} {'kind':<8} {'bound / target':<20} {'reference':>10} {'measured':>12}  unit")
+        print(
+            f"  {'claim':<26} {'kind':<8} {'bound / target':<20} "
+            f"{'reference':>10} {'measured':>12}  unit"
+        )
         quoted = {c for c, entry in measured.items() if entry.get("kind") == "constant"}
         for claim in sorted(set(specs) | set(measured) - quoted):
             spec = specs.get(claim)
@@ -133,13 +151,18 @@ def main() -> int:
             reference = f"{spec.reference:.4g}" if spec and spec.reference is not None else ""
             shown = f"{value:.4g}" if value is not None else "missing"
             unit = measured.get(claim, {}).get("unit", "")
-            print(f"  {claim:<26} {kind:<8} {text:<20} {reference:>10} {shown:>12}  {unit:<12} {verdict}")
+            print(
+                f"  {claim:<26} {kind:<8} {text:<20} "
+                f"{reference:>10} {shown:>12}  {unit:<12} {verdict}"
+            )
             rows.append((name, claim, value, ok))
     print(
         f"\n{len(chosen)} notebooks, {len(rows)} claims, {failures} failures, "
-        f"{misses} machine targets missed" + (" (reported only)" if args.targets == "report" else "")
+        f"{misses} machine targets missed"
+        + (" (reported only)" if args.targets == "report" else "")
     )
     return 1 if failures or (misses and args.targets == "check") else 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

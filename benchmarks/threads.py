@@ -1,13 +1,14 @@
-"""Milliseconds per training step of the book's GPT, quiet and next to busy processes, by thread choice.
+"""Milliseconds per training step of the book's GPT, quiet and next to busy processes, by thread
+choice.
 
     python benchmarks/threads.py [--steps 40] [--warmup 10] [--repeats 3]
 
 The model and batch are those of ``gpt-shakespeare`` at the full budget (3 layers, width 128,
 4 heads, block 64, batch 32, AdamW). Each cell of the table is a fresh process that trains for
 ``--warmup`` steps, then times ``--steps`` steps and reports the median milliseconds per step
-(the best of ``--repeats`` processes, the settings interleaved). Columns: fmbook's choice (``fmbook.threads``, made when
-the run starts, as ``fit`` does) and fixed 1 and 2 threads; rows: a quiet machine and one and
-two busy processes (``while True: pass``) running beside it.
+(the best of ``--repeats`` processes, the settings interleaved). Columns: fmbook's choice
+(``fmbook.threads``, made when the run starts, as ``fit`` does) and fixed 1 and 2 threads; rows:
+a quiet machine and one and two busy processes (``while True: pass``) running beside it.
 
 Targets (reference machine, 2 cores): next to one busy process, fmbook's choice is within 10%
 of the best fixed choice; on a quiet machine, within 5% of PyTorch's default (one thread per
@@ -37,11 +38,15 @@ def one_run(steps: int, warmup: int) -> dict:
     from fmbook import threads
     from fmbook.transformer import GPT, GPTConfig
 
-    choice = threads.apply(torch.device("cpu")) if os.environ.get("BENCH_THREADS") == "auto" else None
+    choice = (
+        threads.apply(torch.device("cpu")) if os.environ.get("BENCH_THREADS") == "auto" else None
+    )
     if choice is None:
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=80, block_size=64, n_layer=3, n_head=4, n_embd=128, dropout=0.0, bias=True)
+    cfg = GPTConfig(
+        vocab_size=80, block_size=64, n_layer=3, n_head=4, n_embd=128, dropout=0.0, bias=True
+    )
     model = GPT(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -65,13 +70,17 @@ def measure(setting: str, steps: int, warmup: int) -> dict:
     env.pop("OMP_NUM_THREADS", None)
     out = subprocess.run(
         [sys.executable, __file__, "--one", "--steps", str(steps), "--warmup", str(warmup)],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def best_of(settings: list[str], steps: int, warmup: int, repeats: int) -> dict:
-    """The fastest of ``repeats`` runs per setting, the settings interleaved so that drift hits all alike."""
+    """The fastest of ``repeats`` runs per setting, the settings interleaved so that drift hits all
+    alike."""
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for setting in settings:
@@ -82,7 +91,9 @@ def best_of(settings: list[str], steps: int, warmup: int, repeats: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -118,10 +129,15 @@ def main() -> int:
     one_busy = table[1]
     best_fixed = min(one_busy["1"]["ms"], one_busy["2"]["ms"])
     if one_busy["auto"]["ms"] > 1.10 * best_fixed:
-        misses.append(f"one busy process: {one_busy['auto']['ms']:.0f} ms > 1.10 x best fixed {best_fixed:.0f} ms")
+        misses.append(
+            f"one busy process: {one_busy['auto']['ms']:.0f} ms "
+            f"> 1.10 x best fixed {best_fixed:.0f} ms"
+        )
     today = table[0][str(min(cores, 2))]["ms"]  # PyTorch's default: one thread per core
     if table[0]["auto"]["ms"] > 1.05 * today:
-        misses.append(f"quiet: {table[0]['auto']['ms']:.0f} ms > 1.05 x PyTorch's default {today:.0f} ms")
+        misses.append(
+            f"quiet: {table[0]['auto']['ms']:.0f} ms > 1.05 x PyTorch's default {today:.0f} ms"
+        )
     print("\ntargets: " + ("met" if not misses else "MISSED: " + "; ".join(misses)))
     return 1 if misses else 0
 

@@ -83,7 +83,8 @@ def main() -> int:
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     g = torch.Generator().manual_seed(0)
     batches = [
-        torch.randint(args.vocab, (args.batch, args.block + 1), generator=g) for _ in range(args.steps)
+        torch.randint(args.vocab, (args.batch, args.block + 1), generator=g)
+        for _ in range(args.steps)
     ]
 
     def train_step(name, batch):
@@ -113,7 +114,8 @@ def main() -> int:
     peak, how = (args.peak_gflops, "given") if args.peak_gflops else cpu_peak_gflops()
     print(
         f"config: L={args.layers} H={args.heads} d={args.width} T={args.block} B={args.batch} "
-        f"V={args.vocab}; {n:,} parameters; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"V={args.vocab}; {n:,} parameters; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     for name in models:
@@ -123,7 +125,9 @@ def main() -> int:
             f"{gflops / peak:6.1%} of fp32 peak ({peak:.0f} GFLOP/s: {how})"
         )
     ratio = rate["fmbook"] / rate["transformers"]
-    print(f"fmbook / transformers = {ratio:.2f} (target >= 1.0): {'ok' if ratio >= 1.0 else 'MISSED'}")
+    print(
+        f"fmbook / transformers = {ratio:.2f} (target >= 1.0): {'ok' if ratio >= 1.0 else 'MISSED'}"
+    )
     return 0
 
 

@@ -34,15 +34,23 @@ def set_reference(text: str, claim: str, budget: str, value: float) -> str:
     line = re.search(rf"^{budget} = \{{(.*)\}}[ \t]*$", body, flags=re.M)
     if line is None:
         raise KeyError(f"[{claim}] has no {budget} line")
-    keys = [k.strip() for k in line.group(1).split(",") if k.strip() and not k.strip().startswith("reference")]
+    keys = [
+        k.strip()
+        for k in line.group(1).split(",")
+        if k.strip() and not k.strip().startswith("reference")
+    ]
     entry = ", ".join([f"reference = {value:.3g}", *keys])
     new_body = body[: line.start()] + f"{budget} = {{ {entry} }}" + body[line.end() :]
     return text[: section.start()] + new_body + text[section.end() :]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("claims_dir", type=Path, help="folder with <notebook>.<budget>.json records")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "claims_dir", type=Path, help="folder with <notebook>.<budget>.json records"
+    )
     parser.add_argument("--budget", default="full", choices=["test", "full"])
     args = parser.parse_args()
 

@@ -401,6 +401,23 @@ def fit_probe(
     return best
 
 
+def fit_probes(
+    features: Mapping[str, torch.Tensor], part: Mapping, rows, labelled: TextTask, val: TextTask
+) -> dict[str, Probe]:
+    """One :func:`fit_probe` per feature set, all on the same few labelled lines.
+
+    ``features[name]`` has a row for every line of the stacked splits and ``part[split]``
+    the rows of each split (see :func:`fmbook.data.spelling.spelling_splits`); ``rows``
+    picks the training lines within the labelled split. Each probe's ``C`` is chosen on
+    the validation split.
+    """
+    y = labelled.labels[rows]
+    return {
+        name: fit_probe(f[part["labelled"]][rows], y, f[part["val"]], val.labels)
+        for name, f in features.items()
+    }
+
+
 @torch.no_grad()
 def predict(classifier: nn.Module, task: TextTask, batch_size: int = 64) -> torch.Tensor:
     """The class ``classifier`` gives to every passage of ``task``, on the CPU.

@@ -24,14 +24,17 @@ DEFAULT = "full"
 
 
 def name(given: str | None = None) -> str:
-    """The budget ``given``, or the current one, ``"test"`` or ``"full"``, read from ``FMBOOK_BUDGET``.
+    """The budget ``given``, or the current one, ``"test"`` or ``"full"``, read from
+    ``FMBOOK_BUDGET``.
 
     Code that needs another budget's numbers (a benchmark comparing budgets) passes it
     as ``given`` instead of changing the environment.
     """
     if given is not None:
         if given not in BUDGETS:
-            raise ValueError(f"budget {given!r} is not a budget; expected one of {', '.join(BUDGETS)}")
+            raise ValueError(
+                f"budget {given!r} is not a budget; expected one of {', '.join(BUDGETS)}"
+            )
         return given
     raw = os.environ.get(BUDGET_ENV)
     if raw is None or raw.strip() == "":
@@ -68,7 +71,8 @@ def pick(*, test, full, gpu=None, budget: str | None = None):
 def describe() -> str:
     """One line for the top of a notebook: budget, device and, on the CPU, the threads chosen.
 
-    On the CPU it also chooses the number of threads for this machine (:func:`fmbook.threads.apply`).
+    On the CPU it also chooses the number of threads for this machine
+    (:func:`fmbook.threads.apply`).
     """
     line = f"budget: {name()} (set {BUDGET_ENV}=test or full) | device: {device()}"
     choice = threads.apply(device())

@@ -123,11 +123,19 @@ class Result:
             ref = "not measured" if self.reference is None else f"{self.reference:.4g}{unit}"
             target = ""
             if self.bounds:
-                bound = " and ".join(f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items())
+                bound = " and ".join(
+                    f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items()
+                )
                 target = f"; its target there {bound}"
-            return f"info {self.name} = {self.value:.4g}{unit} here (reference machine: {ref}{target})"
-        bound = " and ".join(f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items())
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name} = {self.value:.4g}{unit} (needs {bound})"
+            return (
+                f"info {self.name} = {self.value:.4g}{unit} here (reference machine: {ref}{target})"
+            )
+        bound = " and ".join(
+            f"{'>=' if k == 'min' else '<='} {v:g}" for k, v in self.bounds.items()
+        )
+        return (
+            f"{'ok  ' if self.ok else 'FAIL'} {self.name} = {self.value:.4g}{unit} (needs {bound})"
+        )
 
 
 def load_specs(file: Path, budget_name: str) -> dict[str, Spec]:
@@ -145,16 +153,19 @@ def load_specs(file: Path, budget_name: str) -> dict[str, Spec]:
         kind = spec.get("kind")
         if kind not in KINDS:
             raise ValueError(
-                f"claims: {file}: [{name}] needs kind = \"result\" or \"machine\", got {kind!r}"
+                f'claims: {file}: [{name}] needs kind = "result" or "machine", got {kind!r}'
             )
         if budget_name not in spec:
             raise ValueError(f"claims: {file}: [{name}] has no entry for budget {budget_name!r}")
         entry = spec[budget_name]
         allowed = set(BOUNDS) | ({"reference"} if kind == "machine" else set())
         if not isinstance(entry, dict) or set(entry) - allowed or (kind == "result" and not entry):
-            want = "'min' and/or 'max'" if kind == "result" else "'reference' and optional 'min'/'max'"
+            want = (
+                "'min' and/or 'max'" if kind == "result" else "'reference' and optional 'min'/'max'"
+            )
             raise ValueError(
-                f"claims: {file}: [{name}].{budget_name} ({kind}) must be a table with {want}, got {entry!r}"
+                f"claims: {file}: [{name}].{budget_name} ({kind}) must be a table with {want}, "
+                f"got {entry!r}"
             )
         reference = entry.get("reference")
         out[name] = Spec(
@@ -167,12 +178,14 @@ def load_specs(file: Path, budget_name: str) -> dict[str, Spec]:
 
 
 def load_thresholds(file: Path, budget_name: str) -> dict[str, dict]:
-    """The bounds (results) or targets (measurements) for ``budget_name`` of every claim in ``file``."""
+    """The bounds (results) or targets (measurements) for ``budget_name`` of every claim in
+    ``file``."""
     return {name: spec.bounds for name, spec in load_specs(file, budget_name).items()}
 
 
 def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes
+    on macOS)."""
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -214,7 +227,8 @@ class Notebook:
         return self._add(name, value, unit, "result")
 
     def measure(self, name: str, value: float, unit: str = "") -> float:
-        """Record a measurement of the machine (a time, a speed-up, a memory size): ``value`` in ``unit``.
+        """Record a measurement of the machine (a time, a speed-up, a memory size): ``value`` in
+        ``unit``.
 
         It is glued with its value on the reference machine (``<name>_reference``) and
         never fails :meth:`check`.
@@ -248,7 +262,9 @@ class Notebook:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"claims.{verb}({name!r}): value must be a number, got {value!r}") from None
+            raise TypeError(
+                f"claims.{verb}({name!r}): value must be a number, got {value!r}"
+            ) from None
         if not math.isfinite(number):
             raise ValueError(f"claims.{verb}({name!r}): value must be finite, got {number}")
         self.values[name] = {"value": number, "unit": unit, "kind": kind, "time": time.time()}
@@ -308,7 +324,8 @@ def check_values(
     bounded_quotes = sorted(set(quoted) & set(specs))
     if bounded_quotes:
         problems.append(
-            f"quoted constants must not have an entry in the thresholds file: {', '.join(bounded_quotes)}"
+            "quoted constants must not have an entry in the thresholds file: "
+            f"{', '.join(bounded_quotes)}"
         )
     values = {k: v for k, v in values.items() if k not in quoted}
     unmeasured = sorted(set(specs) - set(values))
@@ -321,16 +338,21 @@ def check_values(
         recorded, declared = kinds.get(name, "result"), specs[name].kind
         if recorded != declared:
             how = "claims.record" if recorded == "result" else "claims.measure"
-            problems.append(f"{name} was recorded with {how} but its entry says kind = {declared!r}")
+            problems.append(
+                f"{name} was recorded with {how} but its entry says kind = {declared!r}"
+            )
         if declared == "machine" and specs[name].reference is None:
             problems.append(
-                f"{name} has no reference value (run benchmarks/update_references.py on the reference machine)"
+                f"{name} has no reference value "
+                "(run benchmarks/update_references.py on the reference machine)"
             )
     results = []
     for name in sorted(set(values) & set(specs)):
         spec, value = specs[name], values[name]
         ok = spec.holds(value) if spec.kind == "result" else True
-        results.append(Result(name, value, units.get(name, ""), spec.bounds, ok, spec.kind, spec.reference))
+        results.append(
+            Result(name, value, units.get(name, ""), spec.bounds, ok, spec.kind, spec.reference)
+        )
     lines = [r.describe() for r in sorted(results, key=lambda r: r.kind != "result")]
     n_results = sum(r.kind == "result" for r in results)
     failed = [r.describe() for r in results if not r.ok]
@@ -338,7 +360,8 @@ def check_values(
     summary = (
         f"{n_results - len(failed)} of {n_results} results hold; {n_machine} "
         f"{'measurement' if n_machine == 1 else 'measurements'} of this machine shown beside the "
-        f"reference machine ({REFERENCE_MACHINE})" + (f"; {len(problems)} problems" if problems else "")
+        f"reference machine ({REFERENCE_MACHINE})"
+        + (f"; {len(problems)} problems" if problems else "")
     )
     _show(lines, summary, failed + problems)
     if (failed or problems) and raise_on_failure:
@@ -397,7 +420,8 @@ def quote(name: str, value: float, unit: str = "") -> float:
 
 
 def record_many(values: dict[str, float], unit: str = "") -> dict[str, float]:
-    """Record several results of the current notebook at once: ``record_many({"a": 1.0, "b": 2.0})``."""
+    """Record several results of the current notebook at once:
+    ``record_many({"a": 1.0, "b": 2.0})``."""
     return _require_current().record_many(values, unit)
 
 
@@ -407,14 +431,18 @@ def quote_many(values: dict[str, float], unit: str = "") -> dict[str, float]:
 
 
 def spec(notebook_name: str, claim: str, folder: str | Path | None = None) -> Spec:
-    """The entry of ``claim`` in notebook ``notebook_name``'s thresholds file, at the current budget.
+    """The entry of ``claim`` in notebook ``notebook_name``'s thresholds file, at the current
+    budget.
 
     A notebook that re-quotes another notebook's bound reads it here instead of copying it.
     """
     folder = Path(folder) if folder is not None else Path.cwd()
     specs = load_specs(folder / f"{notebook_name}.claims.toml", budget.name())
     if claim not in specs:
-        raise KeyError(f"claims.spec: {notebook_name} has no claim {claim!r}; it has {', '.join(sorted(specs))}")
+        raise KeyError(
+            f"claims.spec: {notebook_name} has no claim {claim!r}; "
+            f"it has {', '.join(sorted(specs))}"
+        )
     return specs[claim]
 
 
@@ -455,7 +483,8 @@ def measured(
         client.execute(env=dict(os.environ, FMBOOK_HEADLESS="1"))
     if not file.exists():
         raise FileNotFoundError(
-            f"claims.measured: {name!r} has no recorded claims at budget {budget.name()!r} ({file}); run it first"
+            f"claims.measured: {name!r} has no recorded claims at budget {budget.name()!r} "
+            f"({file}); run it first"
         )
     doc = json.loads(file.read_text(encoding="utf-8"))
     return {key: entry["value"] for key, entry in doc["claims"].items()}

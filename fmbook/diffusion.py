@@ -38,7 +38,8 @@ from fmbook.runtime import draw_device
 
 
 class NoiseSchedule:
-    r"""The variances :math:`\beta_t` of the forward process and the quantities derived from them."""
+    r"""The variances :math:`\beta_t` of the forward process and the quantities derived from
+    them."""
 
     def __init__(self, betas: torch.Tensor):
         if isinstance(betas, torch.Tensor):
@@ -46,11 +47,13 @@ class NoiseSchedule:
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) < 1:
             raise ValueError(
-                f"NoiseSchedule: betas must be a 1-D tensor with T >= 1 entries, got shape {tuple(betas.shape)}"
+                "NoiseSchedule: betas must be a 1-D tensor with T >= 1 entries, "
+                f"got shape {tuple(betas.shape)}"
             )
         if not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError(
-                f"NoiseSchedule: every beta must be in (0, 1), got min {betas.min().item():.3g}, max {betas.max().item():.3g}"
+                "NoiseSchedule: every beta must be in (0, 1), "
+                f"got min {betas.min().item():.3g}, max {betas.max().item():.3g}"
             )
         self.betas = betas
         self.alphas = 1.0 - betas
@@ -61,7 +64,9 @@ class NoiseSchedule:
         return len(self.betas)
 
     @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+    def linear(
+        cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> NoiseSchedule:
         r"""Ho et al. (2020): :math:`\beta_t` linear from ``beta_start`` to ``beta_end``."""
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"NoiseSchedule.linear: T must be an int >= 1, got {T!r}")
@@ -69,7 +74,8 @@ class NoiseSchedule:
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
-        r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, :math:`f(t) = \cos^2\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`,
+        r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`,
+        :math:`f(t) = \cos^2\big(\frac{t/T + s}{1+s}\cdot\frac{\pi}{2}\big)`,
         with :math:`\beta_t = 1 - \bar\alpha_t/\bar\alpha_{t-1}` clipped at ``max_beta``."""
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"NoiseSchedule.cosine: T must be an int >= 1, got {T!r}")
@@ -80,14 +86,16 @@ class NoiseSchedule:
         return cls(betas)
 
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        r"""A sample of :math:`q(x_t \mid x_0)`: :math:`\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`.
+        r"""A sample of :math:`q(x_t \mid x_0)`:
+        :math:`\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`.
 
         ``t`` is an int or a tensor of one step per example (shape ``(B,)``,
         ``x0`` of shape ``(B, ...)``); ``noise`` has the shape of ``x0``.
         """
         if noise.shape != x0.shape:
             raise ValueError(
-                f"q_sample: noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
+                f"q_sample: noise must have the shape of x0 {tuple(x0.shape)}, "
+                f"got {tuple(noise.shape)}"
             )
         t = self._check_t(t, "q_sample: t")
         abar = self._per_example(self.alphas_cumprod[t], t, x0)
@@ -96,7 +104,8 @@ class NoiseSchedule:
     # -- the reverse process ------------------------------------------------------------
 
     def _abar_prev(self, t: torch.Tensor) -> torch.Tensor:
-        r""":math:`\bar\alpha_{t-1}` for index ``t``, with :math:`\bar\alpha` of "before step 0" equal to 1."""
+        r""":math:`\bar\alpha_{t-1}` for index ``t``, with :math:`\bar\alpha` of "before step 0"
+        equal to 1."""
         prev = torch.cat([torch.ones(1, dtype=self.alphas_cumprod.dtype), self.alphas_cumprod[:-1]])
         return prev[t]
 
@@ -107,26 +116,34 @@ class NoiseSchedule:
             raise ValueError(f"{name} must be in [0, T) = [0, {self.T}), got {t.tolist()}")
         return t
 
-    def _per_example(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``values[t]`` shaped to broadcast against ``like``: one value per example when ``t`` is 1-D."""
+    def _per_example(
+        self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor
+    ) -> torch.Tensor:
+        """``values[t]`` shaped to broadcast against ``like``: one value per example when ``t`` is
+        1-D."""
         if t.ndim == 1 and (like.ndim == 0 or t.shape[0] != like.shape[0]):
             raise ValueError(
-                f"one t per example: t has {t.shape[0]} entries, the batch has shape {tuple(like.shape)}"
+                f"one t per example: t has {t.shape[0]} entries, "
+                f"the batch has shape {tuple(like.shape)}"
             )
         values = values.to(like.dtype).to(like.device)  # cast on the CPU first: MPS has no float64
         return values.view(-1, *([1] * (like.ndim - 1))) if t.ndim == 1 else values
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        r"""Invert the jump: :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`."""
+        r"""Invert the jump:
+        :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`."""
         if eps.shape != x_t.shape:
             raise ValueError(
-                f"predict_x0_from_eps: eps must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}"
+                f"predict_x0_from_eps: eps must have the shape of x_t {tuple(x_t.shape)}, "
+                f"got {tuple(eps.shape)}"
             )
         t = self._check_t(t)
         abar = self._per_example(self.alphas_cumprod[t], t, x_t)
         return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
-    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Mean and variance of :math:`q(x_{t-1} \mid x_t, x_0)` (Ho et al. 2020, eq. 6-7):
 
         .. math::
@@ -136,7 +153,8 @@ class NoiseSchedule:
         """
         if x0.shape != x_t.shape:
             raise ValueError(
-                f"posterior: x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}"
+                "posterior: x0 and x_t must have the same shape, "
+                f"got {tuple(x0.shape)} and {tuple(x_t.shape)}"
             )
         t = self._check_t(t)
         abar, abar_prev = self.alphas_cumprod[t], self._abar_prev(t)
@@ -158,18 +176,20 @@ class NoiseSchedule:
         :math:`\sigma_t^2 = \tilde\beta_t`:
 
         .. math::
-            x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon\Big)
+            x_{t-1} = \frac{1}{\sqrt{\alpha_t}}
+            \Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon\Big)
             + \sqrt{\tilde\beta_t}\,z ,
 
-        computed as the posterior mean :math:`\tilde\mu_t(x_t, \hat x_0)` with :math:`\hat x_0` from the
-        predicted noise ``eps`` (the same mean as above when ``clip`` is None), plus ``noise`` :math:`z`
-        scaled; no noise at the last step (``t = 0``) or when ``noise`` is None.
+        computed as the posterior mean :math:`\tilde\mu_t(x_t, \hat x_0)` with :math:`\hat x_0`
+        from the predicted noise ``eps`` (the same mean as above when ``clip`` is None), plus
+        ``noise`` :math:`z` scaled; no noise at the last step (``t = 0``) or when ``noise`` is None.
 
-        ``clip`` clamps :math:`\hat x_0` to ``[-clip, clip]``, the range of the data, before it is used
-        (Ho et al.'s sampler does this for images in [-1, 1])."""
+        ``clip`` clamps :math:`\hat x_0` to ``[-clip, clip]``, the range of the data, before it is
+        used (Ho et al.'s sampler does this for images in [-1, 1])."""
         if not isinstance(t, int):
             raise TypeError(
-                f"ddpm_step: t must be an int (one step for the whole batch), got {type(t).__name__}"
+                "ddpm_step: t must be an int (one step for the whole batch), "
+                f"got {type(t).__name__}"
             )
         x0 = _clip(self.predict_x0_from_eps(x_t, t, eps), clip)
         mean, variance = self.posterior(x0, x_t, t)
@@ -187,18 +207,25 @@ class NoiseSchedule:
         noise: torch.Tensor | None = None,
         clip: float | None = None,
     ) -> torch.Tensor:
-        r"""One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample), Song et al. (2021), eqs. 12 and 16:
+        r"""One DDIM step from index ``t`` to an earlier index ``s`` (``s = -1``: the clean sample),
+        Song et al. (2021), eqs. 12 and 16:
 
         .. math::
-            x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma^2}\,\epsilon + \sigma z,
-            \qquad \sigma = \eta \sqrt{\frac{1-\bar\alpha_s}{1-\bar\alpha_t}}\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_s}} .
+            x_s = \sqrt{\bar\alpha_s}\,\hat x_0
+            + \sqrt{1 - \bar\alpha_s - \sigma^2}\,\epsilon + \sigma z,
+            \qquad \sigma = \eta \sqrt{\frac{1-\bar\alpha_s}{1-\bar\alpha_t}}
+            \sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_s}} .
 
-        ``eta = 0`` is deterministic; ``eta = 1`` between consecutive steps is DDPM's posterior variance.
-        With ``clip``, :math:`\hat x_0` is clamped to ``[-clip, clip]`` and :math:`\epsilon` recomputed from it,
-        :math:`\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}`, so that the two stay consistent.
+        ``eta = 0`` is deterministic; ``eta = 1`` between consecutive steps is DDPM's posterior
+        variance. With ``clip``, :math:`\hat x_0` is clamped to ``[-clip, clip]`` and
+        :math:`\epsilon` recomputed from it,
+        :math:`\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}`, so that
+        the two stay consistent.
         """
         if not isinstance(t, int) or not isinstance(s, int) or not -1 <= s < t < self.T:
-            raise ValueError(f"ddim_step: need integers -1 <= s < t < T = {self.T}, got t={t!r}, s={s!r}")
+            raise ValueError(
+                f"ddim_step: need integers -1 <= s < t < T = {self.T}, got t={t!r}, s={s!r}"
+            )
         if eta < 0:
             raise ValueError(f"ddim_step: eta must be >= 0, got {eta}")
         x0 = self.predict_x0_from_eps(x_t, t, eps)
@@ -223,7 +250,8 @@ def _clip(x0: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
-    r"""Classifier-free guidance (Ho & Salimans 2021): :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x)`."""
+    r"""Classifier-free guidance (Ho & Salimans 2021):
+    :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x)`."""
     if w < 0:
         raise ValueError(f"guided_eps: the guidance scale w must be >= 0, got {w}")
     if eps_cond.shape != eps_uncond.shape:
@@ -235,19 +263,23 @@ def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> to
 
 
 def sampling_steps(T: int, n: int) -> list[int]:
-    """``n`` evenly spaced step indices from ``T - 1`` down to 0: the sub-sequence a DDIM sampler visits.
+    """``n`` evenly spaced step indices from ``T - 1`` down to 0: the sub-sequence a DDIM sampler
+    visits.
 
     ``n = 1`` is the single index ``T - 1``: one jump from pure noise to the clean estimate.
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-        raise ValueError(f"sampling_steps: the number of steps must be in [1, T = {T}] (an int), got {n!r}")
+        raise ValueError(
+            f"sampling_steps: the number of steps must be in [1, T = {T}] (an int), got {n!r}"
+        )
     if n == 1:
         return [T - 1]
     return sorted({round(i * (T - 1) / max(n - 1, 1)) for i in range(n)}, reverse=True)
 
 
 class SinusoidalEmbedding(torch.nn.Module):
-    """The step ``t`` as sines and cosines of geometrically spaced frequencies (Vaswani et al. 2017)."""
+    """The step ``t`` as sines and cosines of geometrically spaced frequencies
+    (Vaswani et al. 2017)."""
 
     def __init__(self, dim: int, T: int):
         super().__init__()
@@ -255,7 +287,9 @@ class SinusoidalEmbedding(torch.nn.Module):
             raise ValueError(f"SinusoidalEmbedding: dim must be an even number >= 2, got {dim}")
         self.T = T
         self.register_buffer(
-            "freqs", torch.exp(-math.log(1000.0) * torch.arange(dim // 2) / (dim // 2)), persistent=False
+            "freqs",
+            torch.exp(-math.log(1000.0) * torch.arange(dim // 2) / (dim // 2)),
+            persistent=False,
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -264,7 +298,8 @@ class SinusoidalEmbedding(torch.nn.Module):
 
 
 class MLPDenoiser(torch.nn.Module):
-    r"""A noise predictor :math:`\epsilon_\theta(x_t, t)` for points in :math:`\mathbb{R}^d`: an MLP on ``[x_t, emb(t)]``."""
+    r"""A noise predictor :math:`\epsilon_\theta(x_t, t)` for points in :math:`\mathbb{R}^d`: an MLP
+    on ``[x_t, emb(t)]``."""
 
     def __init__(self, dim: int, T: int, width: int = 128, depth: int = 3, t_dim: int = 32):
         super().__init__()
@@ -279,13 +314,15 @@ class MLPDenoiser(torch.nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or t.shape != (x.shape[0],):
             raise ValueError(
-                f"MLPDenoiser: expected x (B, d) and t (B,), got {tuple(x.shape)} and {tuple(t.shape)}"
+                "MLPDenoiser: expected x (B, d) and t (B,), "
+                f"got {tuple(x.shape)} and {tuple(t.shape)}"
             )
         return self.net(torch.cat([x, self.embed(t)], dim=1))
 
 
 class _ResidualBlock(torch.nn.Module):
-    """``h + W_2 SiLU(W_1 (LayerNorm(h) + U e))``: a pre-norm MLP block told the step and class through ``e``."""
+    """``h + W_2 SiLU(W_1 (LayerNorm(h) + U e))``: a pre-norm MLP block told the step and class
+    through ``e``."""
 
     def __init__(self, width: int, cond_dim: int):
         super().__init__()
@@ -307,12 +344,19 @@ class ResidualMLPDenoiser(torch.nn.Module):
     """
 
     def __init__(
-        self, dim: int, T: int, num_classes: int, width: int = 256, depth: int = 4, emb_dim: int = 128
+        self,
+        dim: int,
+        T: int,
+        num_classes: int,
+        width: int = 256,
+        depth: int = 4,
+        emb_dim: int = 128,
     ):
         super().__init__()
         if num_classes < 1 or width < 1 or depth < 1:
             raise ValueError(
-                f"ResidualMLPDenoiser: num_classes, width and depth must be >= 1, got {num_classes}, {width}, {depth}"
+                "ResidualMLPDenoiser: num_classes, width and depth must be >= 1, "
+                f"got {num_classes}, {width}, {depth}"
             )
         self.dim, self.num_classes = dim, num_classes
         self.time = SinusoidalEmbedding(emb_dim, T)
@@ -345,9 +389,9 @@ class ResidualMLPDenoiser(torch.nn.Module):
 
 
 def conditional_eps(model: ResidualMLPDenoiser, labels: torch.Tensor, w: float = 0.0):
-    r"""``eps_fn(x, t)`` for :func:`sample` that asks ``model`` for class ``labels`` with guidance scale ``w``:
-    :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x, \varnothing)`, both in one batch.
-    ``w = 0`` is plain conditional sampling (one forward pass)."""
+    r"""``eps_fn(x, t)`` for :func:`sample` that asks ``model`` for class ``labels`` with guidance
+    scale ``w``: :math:`\tilde\epsilon = (1 + w)\,\epsilon(x, c) - w\,\epsilon(x, \varnothing)`,
+    both in one batch. ``w = 0`` is plain conditional sampling (one forward pass)."""
     if w < 0:
         raise ValueError(f"conditional_eps: the guidance scale w must be >= 0, got {w}")
     null = torch.full_like(labels, model.null_class)
@@ -381,12 +425,14 @@ def sample(
     (ancestral DDPM); otherwise DDIM steps (:meth:`NoiseSchedule.ddim_step`, with
     ``eta``) visit ``n_steps`` evenly spaced steps. ``clip`` clamps each step's
     :math:`\hat x_0` to the data range ``[-clip, clip]``. ``trajectory=True`` also returns
-    the list of ``(t, x_t)`` visited. Noise is drawn on ``generator``'s device and moved to ``device``:
-    with a CPU generator a seed gives the same noise on every device.
+    the list of ``(t, x_t)`` visited. Noise is drawn on ``generator``'s device and moved to
+    ``device``: with a CPU generator a seed gives the same noise on every device.
     """
 
     def randn():  # drawn on the generator's device, then moved: the same noise on every device
-        return torch.randn(shape, generator=generator, device=draw_device(generator, device)).to(device)
+        return torch.randn(shape, generator=generator, device=draw_device(generator, device)).to(
+            device
+        )
 
     x = randn()
     path = [(schedule.T, x)]

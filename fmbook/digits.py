@@ -30,7 +30,7 @@ from fmbook.diffusion import NoiseSchedule, ResidualMLPDenoiser, conditional_eps
 from fmbook.metrics import c2st, frechet_distance
 from fmbook.objectives import noise_prediction_loss
 from fmbook.runtime import draw_device
-from fmbook.train import History, LossPlot, fit
+from fmbook.train import History, LossPlot, fit, fit_cosine
 
 SIDE = 8
 DIM = SIDE * SIDE
@@ -269,11 +269,8 @@ def train_ddpm(model: ResidualMLPDenoiser, config: dict) -> dict:
     def loss(m, b):
         return noise_prediction_loss(m, b[0], schedule, b[1], config["p_uncond"], g)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
-    steps = config["steps"]
-    history = fit(
-        model, loss, batch, optimizer, steps, warmup=steps // 30, schedule="cosine", grad_clip=1.0,
-        title="ddpm-digits",
+    history = fit_cosine(
+        model, loss, batch, config, warmup=config["steps"] // 30, title="ddpm-digits"
     )
     return history.as_meta()
 
@@ -335,6 +332,14 @@ def generate(
     schedule = schedule_of(ddpm_config()) if schedule is None else schedule
     device = next(model.parameters()).device
     eps_fn = conditional_eps(model, labels.to(device), w)
-    x = sample(eps_fn, schedule, (len(labels), DIM), n_steps=steps, eta=eta, clip=clip,
-               generator=torch.Generator().manual_seed(seed), device=device)
+    x = sample(
+        eps_fn,
+        schedule,
+        (len(labels), DIM),
+        n_steps=steps,
+        eta=eta,
+        clip=clip,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+    )
     return x.cpu()

@@ -20,7 +20,7 @@ from torch import nn
 
 from fmbook import budget as budgets
 from fmbook.runtime import draw_device, seed
-from fmbook.train import fit
+from fmbook.train import fit_cosine
 from fmbook.transformer import Block
 from fmbook.zoo import Recipe
 
@@ -208,20 +208,13 @@ def train_icl(model: InContextRegressor, config: dict) -> dict:
     def loss(m, p):
         return normalized_error(m(p.xs, p.ys), p.ys, d).mean()
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
-    steps = config["steps"]
-    history = fit(
-        model,
-        loss,
-        lambda: linear_prompts(config["batch_size"], k, d, g, device=device),
-        optimizer,
-        steps,
-        warmup=steps // 20,
-        schedule="cosine",
-        grad_clip=1.0,
-        title="in-context regression",
-    )
-    return history.as_meta()
+    def prompts():
+        return linear_prompts(config["batch_size"], k, d, g, device=device)
+
+    warmup = config["steps"] // 20
+    return fit_cosine(
+        model, loss, prompts, config, warmup=warmup, title="in-context regression"
+    ).as_meta()
 
 
 ICL_RECIPE = Recipe(

@@ -165,8 +165,6 @@ def batch_loss(model, batch) -> torch.Tensor:
     return model(*batch)[1]
 
 
-
-
 def bert_batch(ids, block_size, batch_size, generator, device, mask_id, vocab_size):
     """Windows of ``ids`` corrupted by :func:`~fmbook.objectives.mask_tokens`: inputs, labels."""
     x, _ = random_windows(ids, block_size, batch_size, generator)

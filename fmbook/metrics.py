@@ -36,21 +36,32 @@ def paired_bootstrap(a, b, resamples: int = 2000, level: float = 0.95, seed: int
     """
     a, b = _as_float64(a).flatten(), _as_float64(b).flatten()
     if a.shape != b.shape or a.numel() < 2:
-        raise ValueError(f"paired_bootstrap: a and b need the same length >= 2, got {a.numel()} and {b.numel()}")
+        raise ValueError(
+            f"paired_bootstrap: a and b need the same length >= 2, got {a.numel()} and {b.numel()}"
+        )
     if not 0 < level < 1 or resamples < 10:
-        raise ValueError(f"paired_bootstrap: need 0 < level < 1 and resamples >= 10, got {level}, {resamples}")
+        raise ValueError(
+            f"paired_bootstrap: need 0 < level < 1 and resamples >= 10, got {level}, {resamples}"
+        )
     d = a - b
     g = torch.Generator().manual_seed(seed)
-    means = torch.cat([
-        d[torch.randint(len(d), (min(256, resamples - i), len(d)), generator=g)].mean(1)
-        for i in range(0, resamples, 256)
-    ])
-    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    means = torch.cat(
+        [
+            d[torch.randint(len(d), (min(256, resamples - i), len(d)), generator=g)].mean(1)
+            for i in range(0, resamples, 256)
+        ]
+    )
+    low, high = torch.quantile(
+        means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    )
     return Interval(d.mean().item(), low.item(), high.item())
 
 
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 500, seed: int = 0) -> float:
-    r"""Sliced 1-Wasserstein distance between two equally sized point clouds in :math:`\mathbb{R}^d`.
+def sliced_wasserstein(
+    a: torch.Tensor, b: torch.Tensor, n_projections: int = 500, seed: int = 0
+) -> float:
+    r"""Sliced 1-Wasserstein distance between two equally sized point clouds in
+    :math:`\mathbb{R}^d`.
 
     Both clouds are projected onto ``n_projections`` random unit directions
     :math:`\theta`; in one dimension the Wasserstein-1 distance is the mean
@@ -59,7 +70,8 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 50
     """
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(
-            f"sliced_wasserstein: expected two (n, d) tensors of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+            "sliced_wasserstein: expected two (n, d) tensors of equal shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(a.shape[1], n_projections, generator=g, dtype=torch.float64)
@@ -78,13 +90,15 @@ def _as_float64(x) -> torch.Tensor:
 
 
 def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
-    """The symmetric square root of a positive semi-definite matrix (eigenvalues below 0 set to 0)."""
+    """The symmetric square root of a positive semi-definite matrix (eigenvalues below 0 set to
+    0)."""
     values, vectors = torch.linalg.eigh((m + m.T) / 2)
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
 
 
 def frechet_distance(a, b) -> float:
-    r"""Fréchet distance between Gaussians fitted to two sets of feature vectors (Heusel et al. 2017):
+    r"""Fréchet distance between Gaussians fitted to two sets of feature vectors
+    (Heusel et al. 2017):
 
     .. math:: \lVert \mu_a - \mu_b \rVert^2 + \operatorname{Tr}\big(\Sigma_a + \Sigma_b
               - 2\,(\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2})^{1/2}\big).
@@ -121,7 +135,8 @@ def c2st(a, b, folds: int = 5, seed: int = 0) -> float:
     a, b = _as_float64(a).numpy(), _as_float64(b).numpy()
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(
-            f"c2st: expected two (n, d) arrays of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+            "c2st: expected two (n, d) arrays of the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     if len(a) < folds:
         raise ValueError(f"c2st: need at least folds = {folds} rows per set, got {len(a)}")
@@ -150,7 +165,8 @@ def precision_recall(real, generated, k: int = 3) -> tuple[float, float]:
         )
     if not 1 <= k < min(len(real), len(generated)):
         raise ValueError(
-            f"precision_recall: k must be in [1, n), got k={k} for {len(real)} and {len(generated)} points"
+            "precision_recall: k must be in [1, n), "
+            f"got k={k} for {len(real)} and {len(generated)} points"
         )
 
     def radii(x: torch.Tensor) -> torch.Tensor:

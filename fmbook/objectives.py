@@ -1,12 +1,14 @@
 r"""Training objectives: of language models (with the count baselines they are measured against)
 and of diffusion models.
 
-* next-token (causal, GPT): :math:`\mathcal{L} = -\frac1T \sum_t \log p_\theta(x_{t+1} \mid x_{\le t})`;
+* next-token (causal, GPT):
+  :math:`\mathcal{L} = -\frac1T \sum_t \log p_\theta(x_{t+1} \mid x_{\le t})`;
 * masked-token (BERT): hide 15% of the positions and predict them from both
   sides, :math:`\mathcal{L} = -\frac{1}{|M|} \sum_{t \in M} \log p_\theta(x_t \mid \tilde x)`,
   where :math:`\tilde x` is the corrupted input (Devlin et al. 2019, section 3.1);
-* noise prediction (diffusion, Ho et al. 2020, eq. 14): :math:`\mathcal{L} = \mathbb{E}\,\lVert
-  \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t)\rVert^2`,
+* noise prediction (diffusion, Ho et al. 2020, eq. 14):
+  :math:`\mathcal{L} = \mathbb{E}\,\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0
+  + \sqrt{1-\bar\alpha_t}\,\epsilon, t)\rVert^2`,
   optionally with a class label that is sometimes hidden (Ho & Salimans 2021).
 """
 
@@ -23,7 +25,8 @@ IGNORE_INDEX = -100  # label of positions that do not count in the loss (PyTorch
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` ``(B, T, V)`` against the next tokens ``targets`` ``(B, T)``."""
+    """Mean cross-entropy of ``logits`` ``(B, T, V)`` against the next tokens ``targets``
+    ``(B, T)``."""
     if logits.ndim != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(
             f"next_token_loss: expected logits (B, T, V) and targets (B, T), "
@@ -41,7 +44,8 @@ def mask_tokens(
     special_ids: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's corruption: select ``mask_prob`` of the positions, then 80% [MASK], 10% random, 10% kept.
+    """BERT's corruption: select ``mask_prob`` of the positions, then 80% [MASK], 10% random,
+    10% kept.
 
     Returns ``(inputs, labels)``: ``labels`` holds the original token at the
     selected positions and ``-100`` (ignored by the loss) everywhere else.
@@ -85,10 +89,14 @@ def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
             f"masked_token_loss: expected logits (B, T, V) and labels (B, T), "
             f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
-def ngram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int, order: int) -> float:
+def ngram_loss(
+    train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int, order: int
+) -> float:
     r"""Cross-entropy (nats per token) on ``eval_ids`` of an add-one-smoothed count model.
 
     ``order=1`` is the unigram model :math:`p(x_t)`, ``order=2`` the bigram
@@ -129,7 +137,8 @@ def noise_prediction_loss(
     r"""Ho et al.'s simple loss :math:`L_\text{simple}` (2020, eq. 14) for one batch ``x0``:
 
     .. math:: \mathbb{E}_{x_0, t, \epsilon}\,\big\lVert \epsilon
-              - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\,[,\ c'])
+              - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0
+              + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\,[,\ c'])
               \big\rVert^2 ,
 
     with :math:`t` uniform over the ``schedule.T`` steps (a :class:`fmbook.diffusion.NoiseSchedule`)

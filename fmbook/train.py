@@ -59,7 +59,11 @@ class History:
     def as_meta(self) -> dict:
         """The training curve and time as plain values, what a zoo recipe keeps beside the weights:
         ``{"step": [...], "train_loss": [...], "seconds": s}``."""
-        return {"step": list(self.step), "train_loss": list(self.train_loss), "seconds": self.seconds}
+        return {
+            "step": list(self.step),
+            "train_loss": list(self.train_loss),
+            "seconds": self.seconds,
+        }
 
 
 def lr_at(step: int, steps: int, warmup: int = 0, min_ratio: float = 0.1) -> float:
@@ -98,10 +102,25 @@ class LossPlot:
         ax = self.ax
         ax.clear()
         if history.step:
-            ax.plot(history.step, history.train_loss, lw=0.8, alpha=0.4, color="C0", label="train (per step)")
-            ax.plot(history.step, _smooth(history.train_loss), lw=1.6, color="C0", label="train (smoothed)")
+            ax.plot(
+                history.step,
+                history.train_loss,
+                lw=0.8,
+                alpha=0.4,
+                color="C0",
+                label="train (per step)",
+            )
+            ax.plot(
+                history.step,
+                _smooth(history.train_loss),
+                lw=1.6,
+                color="C0",
+                label="train (smoothed)",
+            )
         if history.eval_step:
-            ax.plot(history.eval_step, history.eval_loss, "o-", ms=3.5, color="C1", label="evaluation")
+            ax.plot(
+                history.eval_step, history.eval_loss, "o-", ms=3.5, color="C1", label="evaluation"
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         if self.title:
@@ -199,7 +218,9 @@ def fit(
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"fit: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(
+            f"fit: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"fit: steps must be a positive int, got {steps!r}")
     if schedule not in (None, "cosine"):
@@ -262,7 +283,12 @@ def fit(
             history.step.append(step + 1)
             history.train_loss.append(value)
             history.lr.append(base_lrs[0] * factor)
-            if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            if (
+                eval_fn is not None
+                and eval_every
+                and (step + 1) % eval_every == 0
+                and step + 1 < steps
+            ):
                 evaluate(step + 1)
             if bar is not None:
                 bar.update(1)
@@ -292,3 +318,26 @@ def _summary(history: History, steps: int) -> str:
     if history.interrupted:
         parts.append("interrupted: returning the model and history so far")
     return " | ".join(parts)
+
+
+def fit_cosine(
+    model: torch.nn.Module, loss_fn, batches, config: dict, *, warmup: int, title: str
+) -> History:
+    """:func:`fit` with the schedule of the book's denoiser and in-context learner.
+
+    AdamW at ``config["lr"]`` without weight decay, for ``config["steps"]`` steps: a linear
+    warm-up over ``warmup`` steps, then a cosine decay (:func:`lr_at`), the gradient norm
+    clipped at 1.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    return fit(
+        model,
+        loss_fn,
+        batches,
+        optimizer,
+        config["steps"],
+        warmup=warmup,
+        schedule="cosine",
+        grad_clip=1.0,
+        title=title,
+    )

@@ -196,15 +196,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        need_weights: bool = False,
-        padding_mask: torch.Tensor | None = None,
-    ):
-        """The block's output; with ``need_weights=True``, ``(output, attention weights)``."""
+    def forward(self, x, cache=None, layer=0, need_weights=False, padding_mask=None):
+        """The block's output; with ``need_weights=True``, ``(output, attention weights)``.
+
+        ``cache``, ``layer``, ``need_weights`` and ``padding_mask`` go to
+        :meth:`MultiHeadAttention.forward`.
+        """
         y = self.attn(self.ln_1(x), cache, layer, need_weights, padding_mask)
         y, weights = y if need_weights else (y, None)
         x = x + y

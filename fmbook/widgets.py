@@ -19,7 +19,8 @@ from fmbook.runtime import headless
 
 
 def _frame_html(obj) -> str:
-    """HTML for one frame: a matplotlib figure (as PNG), a string, or anything with ``_repr_html_``."""
+    """HTML for one frame: a matplotlib figure (as PNG), a string, or anything with
+    ``_repr_html_``."""
     from matplotlib.figure import Figure
 
     if isinstance(obj, Figure):

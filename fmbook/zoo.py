@@ -71,11 +71,14 @@ def register(
     """Register (or replace) the recipe ``name``."""
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise ValueError(
-            f"zoo.register: name must be a non-empty string without '/', '\\' or spaces, got {name!r}"
+            "zoo.register: name must be a non-empty string without '/', '\\' or spaces, "
+            f"got {name!r}"
         )
     for arg, fn in (("config", config), ("build", build), ("train", train)):
         if not callable(fn):
-            raise TypeError(f"zoo.register({name!r}): {arg} must be callable, got {type(fn).__name__}")
+            raise TypeError(
+                f"zoo.register({name!r}): {arg} must be callable, got {type(fn).__name__}"
+            )
     recipe = Recipe(name, config, build, train, description)
     _RECIPES[name] = recipe
     return recipe
@@ -169,7 +172,9 @@ def load(
         try:
             payload = read(file)
             if payload.get("config") != config:
-                warnings.warn(f"zoo: {file.name} was trained with another config; retraining", stacklevel=2)
+                warnings.warn(
+                    f"zoo: {file.name} was trained with another config; retraining", stacklevel=2
+                )
             else:
                 with seeded(config.get("seed", 0)):
                     model = r.build(config)
@@ -187,7 +192,14 @@ def load(
             raise TypeError(f"zoo: the train function of {name!r} must return a dict or None")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save(
-            file, {"name": name, "budget": budget.name(), "config": config, "state_dict": state, "meta": meta}
+            file,
+            {
+                "name": name,
+                "budget": budget.name(),
+                "config": config,
+                "state_dict": state,
+                "meta": meta,
+            },
         )
         meta = dict(meta, cached=False)
     model = model.to(target).eval()

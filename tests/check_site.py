@@ -133,7 +133,8 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
             mathjax = mathjax_script()
             if mathjax is None:
                 problems.append(
-                    "_config.yml: mathjax_path does not name a vendored MathJax (it loads from a network)"
+                    "_config.yml: mathjax_path does not name a vendored MathJax "
+                    "(it loads from a network)"
                 )
             for js in ("widgets/require.js", "widgets/embed-amd.js", mathjax):
                 if js and page.request.get(f"{base}/{js}").status != 200:
@@ -156,7 +157,9 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                 checked_math += not math and page.locator("span.math, div.math").count() > 0
                 if screenshots:
                     screenshots.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(screenshots / (doc.replace("/", "_") + ".png")), full_page=True)
+                    page.screenshot(
+                        path=str(screenshots / (doc.replace("/", "_") + ".png")), full_page=True
+                    )
                 if not (ROOT / f"{doc}.ipynb").exists():
                     continue
                 problems += check_notebook_page(page, doc, slug, repo["branch"])
@@ -196,7 +199,8 @@ def check_math(page, doc: str) -> list[str]:
         problems.append(f"{doc}: {state['error']} ({state['count']} formulas)")
     if state["raw"]:
         problems.append(
-            f"{doc}: {len(state['raw'])} of {state['count']} formulas not typeset, e.g. {state['raw'][0]}"
+            f"{doc}: {len(state['raw'])} of {state['count']} formulas not typeset, "
+            f"e.g. {state['raw'][0]}"
         )
     if state["loaded"]:
         bad = sorted({family for family, status in state["fonts"] if status == "error"})
@@ -253,7 +257,9 @@ def main() -> int:
     parser.add_argument("--screenshots", type=Path, default=None)
     args = parser.parse_args()
     if not (args.site / "index.html").exists():
-        print(f"check_site: {args.site}/index.html not found; build the book first", file=sys.stderr)
+        print(
+            f"check_site: {args.site}/index.html not found; build the book first", file=sys.stderr
+        )
         return 2
     problems = check(args.site, args.screenshots)
     for p in problems:

@@ -14,6 +14,7 @@ from fmbook.adapt import (
     count_parameters,
     finetune,
     fit_probe,
+    fit_probes,
     likelihood_features,
     next_token_log_probs,
     plot_label_efficiency,
@@ -21,7 +22,7 @@ from fmbook.adapt import (
     predict,
     pseudo_log_probs,
 )
-from fmbook.data.spelling import spelling_task
+from fmbook.data.spelling import TextTask, spelling_task
 from fmbook.transformer import BERT, GPT, GPTConfig
 
 matplotlib.use("Agg")
@@ -262,7 +263,9 @@ def test_finetune_stops_early_and_keeps_its_best_validation_step():
     encode = lambda s: [ord(ch) % 20 for ch in s]  # noqa: E731
     rng = random.Random(0)
     words = ["".join(rng.choice("abcdefghij") for _ in range(4)) for _ in range(30)]
-    lines = [" ".join(rng.sample(words, rng.choice([2, 3]))) for _ in range(60)]  # 9 or 14 characters
+    lines = [
+        " ".join(rng.sample(words, rng.choice([2, 3]))) for _ in range(60)
+    ]  # 9 or 14 characters
     task = spelling_task(lines, encode, length=16, pad_id=0, seed=0)
     train, val = task.subset(torch.arange(0, 30)), task.subset(torch.arange(30, len(task)))
     runs = []
@@ -303,3 +306,23 @@ def test_plot_label_efficiency_draws_mean_and_spread_over_draws():
     with pytest.raises(ValueError, match="results"):
         plot_label_efficiency(correct, {"left": ["c"]}, [4, 16])
     matplotlib.pyplot.close(fig)
+
+
+def test_fit_probes_fits_each_feature_set_on_the_same_rows_of_the_labelled_split():
+    rng = np.random.default_rng(1)
+    labels = torch.tensor([0, 1] * 20)
+    task = TextTask(
+        tuple("x" * 40), labels, torch.zeros(40, 2, dtype=torch.long), torch.ones(40), ("a", "b")
+    )
+    part = {"labelled": torch.arange(0, 20), "val": torch.arange(20, 40)}
+    stacked_labels = torch.cat([task.labels[:20], task.labels[20:]]).numpy()
+    useful = torch.tensor(rng.normal(size=(40, 4)) + 2.0 * stacked_labels[:, None])
+    features = {"useful": useful, "noise": torch.tensor(rng.normal(size=(40, 4)))}
+    labelled, val = task.subset(part["labelled"]), task.subset(part["val"])
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    probes = fit_probes(features, part, rows, labelled, val)
+    assert list(probes) == ["useful", "noise"]
+    for name, f in features.items():
+        alone = fit_probe(f[:20][rows], labelled.labels[rows], f[20:], val.labels)
+        assert probes[name].C == alone.C and probes[name].val_accuracy == alone.val_accuracy
+    assert probes["useful"].val_accuracy > probes["noise"].val_accuracy

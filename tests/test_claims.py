@@ -19,7 +19,8 @@ full = { min = 0.9, max = 1.0 }
 
 
 def demo_notebook(tmp_path, monkeypatch, toml: str) -> claims.Notebook:
-    """Notebook "demo" at the test budget, its thresholds file ``toml``, its records in tmp_path/out."""
+    """Notebook "demo" at the test budget, its thresholds file ``toml``, its records in
+    tmp_path/out."""
     monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("FMBOOK_BUDGET", "test")
     (tmp_path / "demo.claims.toml").write_text(toml)
@@ -55,7 +56,9 @@ def test_check_fails_when_a_threshold_was_not_measured_or_a_claim_has_none(nb):
         nb.check()
     nb.record("acc", 0.8)
     nb.record("extra", 3.0)
-    with pytest.raises(AssertionError, match="claims without an entry in the thresholds file: extra"):
+    with pytest.raises(
+        AssertionError, match="claims without an entry in the thresholds file: extra"
+    ):
         nb.check()
 
 
@@ -98,13 +101,16 @@ def test_bad_thresholds_file(tmp_path):
         claims.load_thresholds(tmp_path / "z.claims.toml", "test")
 
 
-MACHINE_TOML = TOML + """
+MACHINE_TOML = (
+    TOML
+    + """
 [train_seconds]
 kind = "machine"
 description = "wall time of training"
 test = { reference = 20.0, max = 30 }
 full = { reference = 60.0 }
 """
+)
 
 
 @pytest.fixture
@@ -199,7 +205,8 @@ def test_measured_reads_a_notebooks_claims_and_runs_it_when_missing(tmp_path, mo
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "from fmbook import claims\nclaims.notebook('tiny')\nclaims.record('answer', 6 * 7, 'units')\nclaims.check()"
+            "from fmbook import claims\nclaims.notebook('tiny')\n"
+            "claims.record('answer', 6 * 7, 'units')\nclaims.check()"
         )
     ]
     nbformat.write(nb, tmp_path / "tiny.ipynb")
@@ -220,7 +227,10 @@ def test_record_many_and_quote_many_record_each_value(nb, tmp_path):
     claims.quote_many({"steps": 300, "width": 64})
     doc = json.loads((tmp_path / "out" / "demo.test.json").read_text())
     assert {k: v["kind"] for k, v in doc["claims"].items()} == {
-        "loss": "result", "acc": "result", "steps": "constant", "width": "constant"
+        "loss": "result",
+        "acc": "result",
+        "steps": "constant",
+        "width": "constant",
     }
     assert all(r.ok for r in nb.check())
 

@@ -32,9 +32,11 @@ def test_misspell_swaps_neighbouring_letters_in_n_words():
 
 def test_spelling_task_and_few_shot():
     lines = verse_lines(
-        "ROSS:\nWhere the Norweyan banners flout the sky\nAnd fan our people cold. Norway himself,\n"
+        "ROSS:\nWhere the Norweyan banners flout the sky\n"
+        "And fan our people cold. Norway himself,\n"
         "Great happiness!\nConfronted him with self-comparisons, now and then\n"
-        "Point against point rebellious, arm 'gainst arm.\nCurbing his lavish spirit: and, to conclude,\n"
+        "Point against point rebellious, arm 'gainst arm.\n"
+        "Curbing his lavish spirit: and, to conclude,\n"
     )
     assert "Great happiness!" not in lines and "ROSS:" not in lines and len(lines) == 5
     encode = lambda s: [ord(ch) % 50 for ch in s]  # noqa: E731

@@ -74,7 +74,10 @@ def gaussian_posterior(s, x0, xt, t):
 @pytest.mark.parametrize("t", [0, 1, 10, 500, 999])
 def test_posterior_matches_gaussian_conditioning(t):
     s = NoiseSchedule.linear()
-    x0, xt = torch.tensor([0.3, -0.8], dtype=torch.float64), torch.tensor([1.1, 0.2], dtype=torch.float64)
+    x0, xt = (
+        torch.tensor([0.3, -0.8], dtype=torch.float64),
+        torch.tensor([1.1, 0.2], dtype=torch.float64),
+    )
     mean, variance = s.posterior(x0, xt, t)
     for i in range(2):
         m, v = gaussian_posterior(s, x0[i].item(), xt[i].item(), t)
@@ -112,14 +115,19 @@ def test_ddpm_step_is_the_epsilon_form_of_ho_et_al():
 
 def test_ddim_eta_one_between_neighbours_has_the_ddpm_variance_and_eta_zero_is_deterministic():
     s = NoiseSchedule.linear()
-    xt, eps = torch.full((1,), 0.5, dtype=torch.float64), torch.full((1,), -0.2, dtype=torch.float64)
+    xt, eps = (
+        torch.full((1,), 0.5, dtype=torch.float64),
+        torch.full((1,), -0.2, dtype=torch.float64),
+    )
     t = 400
     x0 = s.predict_x0_from_eps(xt, t, eps)
     _, beta_tilde = s.posterior(x0, xt, t)
     plus = s.ddim_step(xt, t, t - 1, eps, eta=1.0, noise=torch.ones(1, dtype=torch.float64))
     base = s.ddim_step(xt, t, t - 1, eps, eta=1.0, noise=torch.zeros(1, dtype=torch.float64))
     assert (plus - base).item() == pytest.approx(beta_tilde.sqrt().item(), rel=1e-9)
-    assert torch.equal(s.ddim_step(xt, t, 100, eps), s.ddim_step(xt, t, 100, eps, noise=torch.ones(1)))
+    assert torch.equal(
+        s.ddim_step(xt, t, 100, eps), s.ddim_step(xt, t, 100, eps, noise=torch.ones(1))
+    )
     # to the end (s = -1) with eta = 0 the result is x0-hat
     torch.testing.assert_close(s.ddim_step(xt, t, -1, eps), x0)
 
@@ -158,7 +166,8 @@ def test_sampler_steps_reject_bad_input():
 
 
 def test_sampler_with_the_true_noise_recovers_a_point_mass():
-    # for data concentrated at c, the exact noise prediction is eps = (x_t - sqrt(abar) c) / sqrt(1 - abar)
+    # for data concentrated at c, the exact noise prediction is
+    # eps = (x_t - sqrt(abar) c) / sqrt(1 - abar)
     from fmbook.diffusion import sample
 
     s = NoiseSchedule.linear(T=200)
@@ -204,7 +213,9 @@ def test_clipping_clamps_x0_and_keeps_ddim_consistent():
     x0 = torch.full_like(x_t, 0.3)
     noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     xt = s.q_sample(x0, t, noise)
-    torch.testing.assert_close(s.ddim_step(xt, t, 40, noise, clip=1.0), s.ddim_step(xt, t, 40, noise))
+    torch.testing.assert_close(
+        s.ddim_step(xt, t, 40, noise, clip=1.0), s.ddim_step(xt, t, 40, noise)
+    )
     with pytest.raises(ValueError, match="clip"):
         s.ddpm_step(x_t, t, eps, clip=0.0)
 
@@ -220,7 +231,9 @@ def test_residual_denoiser_and_conditional_eps():
     assert m.null_class == 3
     null = torch.full_like(c, 3)
     torch.testing.assert_close(conditional_eps(m, c, 0.0)(x, t), m(x, t, c))
-    torch.testing.assert_close(conditional_eps(m, c, 2.0)(x, t), guided_eps(m(x, t, c), m(x, t, null), 2.0))
+    torch.testing.assert_close(
+        conditional_eps(m, c, 2.0)(x, t), guided_eps(m(x, t, c), m(x, t, null), 2.0)
+    )
     # the label matters: another class gives another prediction
     assert not torch.allclose(m(x, t, c), m(x, t, (c + 1) % 3))
     with pytest.raises(ValueError, match="guidance scale"):

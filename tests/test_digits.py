@@ -1,5 +1,6 @@
 import dataclasses
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -13,7 +14,9 @@ def test_split_is_stratified_scaled_and_disjoint():
     assert d.train_x.min() == -1 and d.train_x.max() == 1
     counts = torch.bincount(d.test_y, minlength=10)
     expected = 500 * torch.bincount(torch.cat([d.train_y, d.test_y]), minlength=10) / 1797
-    assert ((counts - expected).abs() <= 1).all()  # stratified: each class in its overall proportion
+    assert (
+        (counts - expected).abs() <= 1
+    ).all()  # stratified: each class in its overall proportion
     # no held-out digit is also a training digit (the set has no exact duplicates across the split)
     assert not (torch.cdist(d.test_x, d.train_x).min(dim=1).values == 0).any()
 
@@ -39,7 +42,9 @@ def test_random_shift_moves_the_image_by_at_most_one_pixel():
 
 def test_score_separates_real_digits_from_noise():
     torch.manual_seed(0)
-    evaluator = digits.Evaluator().eval()  # untrained: its random features already tell noise from digits
+    evaluator = (
+        digits.Evaluator().eval()
+    )  # untrained: its random features already tell noise from digits
     d = digits.load()
     real = digits.score(evaluator, d.train_x[:500], d.train_y[:500])
     noise = digits.score(evaluator, torch.rand(500, 64) * 2 - 1)
@@ -95,19 +100,29 @@ def test_generate_is_the_library_sampler_with_a_seeded_cpu_generator():
     labels = torch.tensor([3, 1, 4, 1])
     for steps, eta, w in [(None, 1.0, 0.0), (5, 0.0, 2.0), (5, 1.0, 0.5)]:
         x = digits.generate(model, labels, steps, eta=eta, w=w, seed=7, schedule=s)
-        expected = sample(conditional_eps(model, labels, w), s, (4, 64), n_steps=steps, eta=eta,
-                          generator=torch.Generator().manual_seed(7), clip=1.0)
+        expected = sample(
+            conditional_eps(model, labels, w),
+            s,
+            (4, 64),
+            n_steps=steps,
+            eta=eta,
+            generator=torch.Generator().manual_seed(7),
+            clip=1.0,
+        )
         torch.testing.assert_close(x, expected)
         assert x.abs().max() <= 1.0 + 1e-6  # clipped x0-hat keeps DDIM/DDPM samples near the range
-    assert not torch.equal(digits.generate(model, labels, 5, seed=1, schedule=s),
-                           digits.generate(model, labels, 5, seed=2, schedule=s))
+    assert not torch.equal(
+        digits.generate(model, labels, 5, seed=1, schedule=s),
+        digits.generate(model, labels, 5, seed=2, schedule=s),
+    )
 
 
 def test_generate_a_count_is_unlabelled_and_bad_labels_are_refused():
     model, s = tiny_denoiser()
     null = torch.full((3,), model.null_class)
-    torch.testing.assert_close(digits.generate(model, 3, 4, schedule=s),
-                               digits.generate(model, null, 4, schedule=s))
+    torch.testing.assert_close(
+        digits.generate(model, 3, 4, schedule=s), digits.generate(model, null, 4, schedule=s)
+    )
     with pytest.raises(ValueError, match="count"):
         digits.generate(model, 0, 4, schedule=s)
     with pytest.raises(ValueError, match="1-D"):
@@ -135,3 +150,4 @@ def test_ddpm_loads_the_zoo_model_with_its_schedule(tmp_path, monkeypatch):
     torch.testing.assert_close(again.state_dict(), model.state_dict())
     digits.ddpm("cpu")
     assert len(drawn) == 2
+    plt.close("all")  # the figures LossPlot opened before its (replaced) finish

@@ -55,7 +55,9 @@ def test_averaging_and_nearest_neighbours_by_hand():
     assert averaging(p.xs, p.ys)[0, 3].item() == pytest.approx((w_hat @ xs[3]).item(), rel=1e-5)
     dist = (xs[:4] - xs[4]).norm(dim=1)
     nearest = dist.argsort()[:3]
-    assert nearest_neighbours(p.xs, p.ys)[0, 4].item() == pytest.approx(ys[nearest].mean().item(), rel=1e-5)
+    assert nearest_neighbours(p.xs, p.ys)[0, 4].item() == pytest.approx(
+        ys[nearest].mean().item(), rel=1e-5
+    )
     assert nearest_neighbours(p.xs, p.ys)[0, 0] == 0 and averaging(p.xs, p.ys)[0, 0] == 0
     with pytest.raises(ValueError, match="n must"):
         nearest_neighbours(p.xs, p.ys, n=0)
@@ -92,7 +94,8 @@ def test_regressor_is_causal_and_checks_its_inputs():
     p = prompts(batch=2, k=8, d=3)
     out = model(p.xs, p.ys)
     assert out.shape == (2, 8)
-    # changing y_5 and everything after it cannot change predictions 0..5 (prediction i sees x_i, not y_i)
+    # changing y_5 and everything after it cannot change predictions 0..5
+    # (prediction i sees x_i, not y_i)
     ys = p.ys.clone()
     ys[:, 5:] += 10.0
     xs = p.xs.clone()
@@ -106,11 +109,15 @@ def test_regressor_is_causal_and_checks_its_inputs():
 
 
 def test_prompts_come_from_the_generator_and_move_to_the_device():
-    p = linear_prompts(5, 4, 3, torch.Generator(device=torch.device("cpu")).manual_seed(7), device="cpu")
+    p = linear_prompts(
+        5, 4, 3, torch.Generator(device=torch.device("cpu")).manual_seed(7), device="cpu"
+    )
     g = torch.Generator().manual_seed(7)
     torch.testing.assert_close(p.ws, torch.randn(5, 3, generator=g), rtol=0, atol=0)
     torch.testing.assert_close(p.xs, torch.randn(5, 4, 3, generator=g), rtol=0, atol=0)
-    again = linear_prompts(5, 4, 3, torch.Generator(device="cpu").manual_seed(7), device=torch.device("cpu"))
+    again = linear_prompts(
+        5, 4, 3, torch.Generator(device="cpu").manual_seed(7), device=torch.device("cpu")
+    )
     assert torch.equal(p.ys, again.ys)
 
 
@@ -122,15 +129,26 @@ def test_recipe_config_is_flat_plain_numbers_and_depends_on_the_budget_given():
     }
     assert (test["steps"], full["steps"]) == (800, 5000)
     assert zoo.recipe("icl-linear") is ICL_RECIPE
-    assert (ICL_RECIPE.config, ICL_RECIPE.build, ICL_RECIPE.train) == (icl_config, build_icl, train_icl)
+    assert (ICL_RECIPE.config, ICL_RECIPE.build, ICL_RECIPE.train) == (
+        icl_config,
+        build_icl,
+        train_icl,
+    )
     model = build_icl(test)
     assert isinstance(model, InContextRegressor) and len(model.blocks) == test["n_layer"]
     assert model.read_in.out_features == test["n_embd"] and model.max_points == test["max_points"]
 
 
 def test_train_icl_is_seeded_by_its_config():
-    config = {**icl_config("test"), "steps": 10, "n_layer": 1, "n_embd": 16, "max_points": 8,
-              "train_points": 8, "batch_size": 8}
+    config = {
+        **icl_config("test"),
+        "steps": 10,
+        "n_layer": 1,
+        "n_embd": 16,
+        "max_points": 8,
+        "train_points": 8,
+        "batch_size": 8,
+    }
     runs = []
     for _ in range(2):
         torch.manual_seed(1)  # the same initial weights

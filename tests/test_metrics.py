@@ -65,7 +65,8 @@ def test_precision_recall_on_known_cases():
     g = torch.Generator().manual_seed(4)
     real = torch.randn(300, 3, generator=g)
     assert precision_recall(real, real) == (1.0, 1.0)
-    # mode collapse: every generated point is a copy of one real point -> perfect precision, no recall
+    # mode collapse: every generated point is a copy of one real point -> perfect precision,
+    # no recall
     collapsed = real[:1].repeat(300, 1)
     precision, recall = precision_recall(real, collapsed)
     assert precision == 1.0 and recall == pytest.approx(1 / 300)
@@ -88,7 +89,9 @@ def test_metrics_compute_in_float64_on_the_cpu():
     assert _as_float64(t).dtype == torch.float64 and not _as_float64(t).requires_grad
     a = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     b = a + 0.5
-    assert sliced_wasserstein(a, b) == pytest.approx(sliced_wasserstein(a.double(), b.double()), abs=1e-6)
+    assert sliced_wasserstein(a, b) == pytest.approx(
+        sliced_wasserstein(a.double(), b.double()), abs=1e-6
+    )
 
 
 def test_paired_bootstrap_matches_the_normal_interval_of_a_mean_difference():
@@ -104,7 +107,8 @@ def test_paired_bootstrap_matches_the_normal_interval_of_a_mean_difference():
 
 
 def test_paired_bootstrap_pairs_the_examples():
-    # b is a plus a constant: every paired resample has the same difference, so the interval is a point
+    # b is a plus a constant: every paired resample has the same difference, so the interval is
+    # a point
     a = torch.linspace(0, 1, 500)
     est = paired_bootstrap(a + 0.1, a)
     assert est.low == pytest.approx(0.1) and est.high == pytest.approx(0.1) and est.excludes_zero()

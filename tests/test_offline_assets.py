@@ -35,26 +35,32 @@ def site_path(path: str) -> str:
 
 def vendored_mathjax() -> str:
     site = mathjax_script()
-    assert site is not None, "mathjax_path must name the vendored MathJax (Sphinx's default is a CDN)"
+    assert site is not None, (
+        "mathjax_path must name the vendored MathJax (Sphinx's default is a CDN)"
+    )
     return site
 
 
 def test_mathjax_path_names_a_vendored_file():
     site = vendored_mathjax()
-    assert not site.startswith(("..", "_static/")), f"{site} is not served from _vendor/ at the site root"
+    assert not site.startswith(("..", "_static/")), (
+        f"{site} is not served from _vendor/ at the site root"
+    )
     assert "_vendor" in sphinx_config()["html_extra_path"]
     directory, name = posixpath.split(site)
     # scripts/vendor-js copies MathJax's component of that name into _vendor/<directory>/.
     assert f"_vendor/{directory}" in VENDOR_JS
     assert f"/{name} " in VENDOR_JS, f"scripts/vendor-js does not copy {name}"
-    assert "output/chtml/fonts/woff-v2" in VENDOR_JS, "scripts/vendor-js does not copy MathJax's CHTML fonts"
+    assert "output/chtml/fonts/woff-v2" in VENDOR_JS, (
+        "scripts/vendor-js does not copy MathJax's CHTML fonts"
+    )
 
 
 def test_mathjax_is_pinned_to_a_version_3():
     wanted = json.loads((ROOT / "package.json").read_text())["dependencies"]["mathjax"]
-    locked = json.loads((ROOT / "package-lock.json").read_text())["packages"]["node_modules/mathjax"][
-        "version"
-    ]
+    locked = json.loads((ROOT / "package-lock.json").read_text())["packages"][
+        "node_modules/mathjax"
+    ]["version"]
     assert re.fullmatch(r"3\.\d+\.\d+", wanted), (
         f"pin MathJax 3 exactly (sphinx.ext.mathjax's default), not {wanted}"
     )
@@ -77,7 +83,9 @@ def test_vendored_mathjax_has_its_version_and_every_font_it_asks_for(vendor):
     script = vendor / vendored_mathjax()
     text = script.read_text(encoding="utf-8")
     wanted = json.loads((ROOT / "package.json").read_text())["dependencies"]["mathjax"]
-    assert f'VERSION="{wanted}"' in text, f"{script} is not MathJax {wanted}: run bash scripts/vendor-js"
+    assert f'VERSION="{wanted}"' in text, (
+        f"{script} is not MathJax {wanted}: run bash scripts/vendor-js"
+    )
     fonts = script.parent / "output" / "chtml" / "fonts" / "woff-v2"
     asked = set(re.findall(r"MathJax_[A-Za-z0-9-]+\.woff", text))
     assert asked, "the MathJax component names no woff font: is it the CHTML output?"

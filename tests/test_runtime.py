@@ -111,8 +111,14 @@ def test_seed_returns_a_seeded_generator():
 
 @pytest.mark.parametrize(
     ("bad", "error"),
-    [(1.5, TypeError), ("3", TypeError), (None, TypeError), (True, TypeError),
-     (-1, ValueError), (2**32, ValueError)],
+    [
+        (1.5, TypeError),
+        ("3", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (-1, ValueError),
+        (2**32, ValueError),
+    ],
 )
 def test_seed_rejects_bad_values(bad, error):
     with pytest.raises(error, match="seed"):
@@ -146,7 +152,8 @@ def test_write_atomic_writes_the_bytes_and_leaves_only_the_file(tmp_path):
 
 
 def test_write_atomic_renames_a_complete_file_into_place(tmp_path, monkeypatch):
-    """Until the rename, the old file is whole and untouched; what is renamed is the whole new one."""
+    """Until the rename, the old file is whole and untouched; what is renamed is the whole new
+    one."""
     file = tmp_path / "x.bin"
     file.write_bytes(b"old")
     real_replace, seen = os.replace, []
@@ -251,7 +258,9 @@ def test_as_device_bad_input_says_what_was_expected():
 
 def test_draw_device_is_the_generators_device_else_the_default():
     assert draw_device(torch.Generator(), "cuda") == torch.device("cpu")
-    assert draw_device(torch.Generator(device=torch.device("cpu")), torch.device("mps")).type == "cpu"
+    assert (
+        draw_device(torch.Generator(device=torch.device("cpu")), torch.device("mps")).type == "cpu"
+    )
     assert draw_device(None, "cuda:1") == torch.device("cuda", 1)
     assert draw_device(None, torch.device("mps")) == torch.device("mps")
 

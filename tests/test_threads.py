@@ -1,4 +1,5 @@
-"""fmbook.threads: the number of CPU threads chosen for the machine's cores and load (no timing here)."""
+"""fmbook.threads: the number of CPU threads chosen for the machine's cores and load (no timing
+here)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,22 @@ from fmbook import budget, threads, train
         (1, 1, 0.0, 1),
     ],
 )
-def test_choose_takes_the_free_cores_between_one_and_the_physical_cores(usable, physical, busy, expected):
+def test_choose_takes_the_free_cores_between_one_and_the_physical_cores(
+    usable, physical, busy, expected
+):
     assert threads.choose(usable, physical, busy) == expected
 
 
 @pytest.mark.parametrize(
     ("args", "match"),
-    [((0, 2, 0.0), "usable"), ((2, 0, 0.0), "physical"), ((2.0, 2, 0.0), "usable"),
-     ((2, 2, -1.0), "busy"), ((2, 2, float("nan")), "busy"), ((True, 2, 0.0), "usable")],
+    [
+        ((0, 2, 0.0), "usable"),
+        ((2, 0, 0.0), "physical"),
+        ((2.0, 2, 0.0), "usable"),
+        ((2, 2, -1.0), "busy"),
+        ((2, 2, float("nan")), "busy"),
+        ((True, 2, 0.0), "usable"),
+    ],
 )
 def test_choose_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
@@ -52,10 +61,14 @@ def test_ticks_are_read_per_cpu_that_the_process_may_use():
 
 def test_busy_is_the_other_processes_share_of_the_elapsed_time():
     # two CPUs at 100 ticks/s watched for 1 s: 200 ticks, 100 of them idle: one core busy
-    assert threads.busy_from_ticks((0, 0), (200, 100), n_cpus=2, own_seconds=0.0, hz=100) == pytest.approx(1.0)
+    assert threads.busy_from_ticks(
+        (0, 0), (200, 100), n_cpus=2, own_seconds=0.0, hz=100
+    ) == pytest.approx(1.0)
     # ... and if this process itself used that core, no one else did
     assert threads.busy_from_ticks((0, 0), (200, 100), n_cpus=2, own_seconds=1.0, hz=100) == 0.0
-    assert threads.busy_from_ticks((0, 0), (200, 0), n_cpus=2, own_seconds=0.5, hz=100) == pytest.approx(1.5)
+    assert threads.busy_from_ticks(
+        (0, 0), (200, 0), n_cpus=2, own_seconds=0.5, hz=100
+    ) == pytest.approx(1.5)
     assert threads.busy_from_ticks((5, 5), (5, 5), n_cpus=2, own_seconds=0.0, hz=100) == 0.0
 
 
@@ -93,7 +106,9 @@ def test_apply_sets_torch_threads_on_the_cpu_only(monkeypatch, restore_threads):
     monkeypatch.setenv(threads.THREADS_ENV, "1")
     torch.set_num_threads(2)
     choice = threads.apply(torch.device("cpu"))
-    assert choice.threads == 1 and choice.source == "FMBOOK_THREADS" and torch.get_num_threads() == 1
+    assert (
+        choice.threads == 1 and choice.source == "FMBOOK_THREADS" and torch.get_num_threads() == 1
+    )
     assert threads.last() == choice
     torch.set_num_threads(2)
     assert threads.apply(torch.device("cuda")) is None  # GPUs (and MPS) are left to PyTorch
@@ -102,9 +117,15 @@ def test_apply_sets_torch_threads_on_the_cpu_only(monkeypatch, restore_threads):
 
 def test_auto_choice_measures_the_load(monkeypatch, restore_threads):
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
-    monkeypatch.setattr(threads, "measure_busy", lambda cpus, window=0.0: float(len(cpus)))  # all busy
+    monkeypatch.setattr(
+        threads, "measure_busy", lambda cpus, window=0.0: float(len(cpus))
+    )  # all busy
     choice = threads.apply(torch.device("cpu"))
-    assert choice.source == "auto" and choice.threads == 1 and choice.busy == len(threads.usable_cores())
+    assert (
+        choice.source == "auto"
+        and choice.threads == 1
+        and choice.busy == len(threads.usable_cores())
+    )
     assert "busy with other work" in choice.describe()
 
 
@@ -121,5 +142,7 @@ def test_fit_checks_again_before_a_long_run_only(monkeypatch, steps, calls):
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.ones(4, 2)
-    train.fit(model, lambda m, b: m(b).pow(2).mean(), lambda: x, opt, steps, plot=False, progress=False)
+    train.fit(
+        model, lambda m, b: m(b).pow(2).mean(), lambda: x, opt, steps, plot=False, progress=False
+    )
     assert len(seen) == calls and all(d == torch.device("cpu") for d in seen)

@@ -38,9 +38,24 @@ def test_at_least_thirty_models_from_2017_on():
     assert len(ROWS) >= 30
     names = {r.name.split(" (")[0] for r in ROWS}
     for required in [
-        "Transformer", "BERT", "GPT", "GPT-2", "GPT-3", "DDPM", "CLIP", "ChatGPT", "LLaMA",
-        "GPT-4", "Llama 2", "Mistral 7B", "SDXL", "Stable Diffusion", "Chinchilla", "PaLM",
-        "InstructGPT", "Gopher",
+        "Transformer",
+        "BERT",
+        "GPT",
+        "GPT-2",
+        "GPT-3",
+        "DDPM",
+        "CLIP",
+        "ChatGPT",
+        "LLaMA",
+        "GPT-4",
+        "Llama 2",
+        "Mistral 7B",
+        "SDXL",
+        "Stable Diffusion",
+        "Chinchilla",
+        "PaLM",
+        "InstructGPT",
+        "Gopher",
     ]:
         assert required in names, required
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fmbook
-from fmbook.train import History, fit, lr_at
+from fmbook.train import History, fit, fit_cosine, lr_at
 
 
 def regression_setup():
@@ -28,7 +28,9 @@ def test_fit_learns_and_records_history(capsys):
     model, loss_fn, batch = regression_setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     evals = []
-    history = fit(model, loss_fn, batch, opt, 200, eval_fn=lambda m: evals.append(1) or 0.0, eval_every=50)
+    history = fit(
+        model, loss_fn, batch, opt, 200, eval_fn=lambda m: evals.append(1) or 0.0, eval_every=50
+    )
     assert history.steps_done == 200 and history.step[-1] == 200
     assert history.train_loss[-1] < 1e-3 < history.train_loss[0]
     assert history.eval_step == [50, 100, 150, 200] and len(evals) == 4
@@ -44,7 +46,15 @@ def test_eval_runs_in_eval_mode_without_grad():
         seen.append((m.training, torch.is_grad_enabled()))
         return 1.0
 
-    fit(model, loss_fn, batch, torch.optim.SGD(model.parameters(), lr=0.1), 4, eval_fn=eval_fn, eval_every=2)
+    fit(
+        model,
+        loss_fn,
+        batch,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        4,
+        eval_fn=eval_fn,
+        eval_every=2,
+    )
     assert seen == [(False, False), (False, False)]
     assert model.training
 
@@ -97,7 +107,9 @@ def test_non_finite_loss_is_reported_with_its_step():
     model = torch.nn.Linear(1, 1)
     loss_fn = lambda m, b: m(b).sum() * float("nan")
     with pytest.raises(FloatingPointError, match="step 0"):
-        fit(model, loss_fn, lambda: torch.ones(1, 1), torch.optim.SGD(model.parameters(), lr=0.1), 3)
+        fit(
+            model, loss_fn, lambda: torch.ones(1, 1), torch.optim.SGD(model.parameters(), lr=0.1), 3
+        )
 
 
 def test_iterable_batches_that_run_out():
@@ -147,3 +159,22 @@ def test_history_as_meta_is_plain_and_a_copy():
     assert meta["seconds"] == history.seconds > 0
     meta["step"].append(6)
     assert history.step == [1, 2, 3, 4, 5]
+
+
+def test_fit_cosine_is_adamw_with_warmup_cosine_decay_and_clipping():
+    model, loss_fn, batch = regression_setup()
+    config = {"lr": 0.05, "steps": 40}
+    ours = fit_cosine(
+        model,
+        loss_fn,
+        batch,
+        config,
+        warmup=4,
+        title="t",
+    ).train_loss
+    model, loss_fn, batch = regression_setup()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.0)
+    theirs = fit(
+        model, loss_fn, batch, optimizer, 40, warmup=4, schedule="cosine", grad_clip=1.0, title="t"
+    ).train_loss
+    assert ours == theirs and len(ours) == 40

@@ -79,7 +79,10 @@ def test_changed_config_retrains(monkeypatch):
     zoo.load("tiny-test")
     recipe = zoo.recipe("tiny-test")
     zoo.register(
-        "tiny-test", config=lambda: {"width": 3, "value": 2.0}, build=recipe.build, train=recipe.train
+        "tiny-test",
+        config=lambda: {"width": 3, "value": 2.0},
+        build=recipe.build,
+        train=recipe.train,
     )
     with pytest.warns(UserWarning, match="config"):
         model = zoo.load("tiny-test")

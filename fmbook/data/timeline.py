@@ -168,15 +168,35 @@ def compact(value: float | None, unit: str = "") -> str:
 
 def table_html(rows: list[ModelRecord]) -> str:
     """The rows as an HTML table, numbers in :func:`compact` form (the notes left out)."""
-    header = ["model", "date", "organisation", "parameters", "active", "tokens", "images",
-              "modality", "objective", "open", "source"]
+    header = [
+        "model",
+        "date",
+        "organisation",
+        "parameters",
+        "active",
+        "tokens",
+        "images",
+        "modality",
+        "objective",
+        "open",
+        "source",
+    ]
     head = "".join(f"<th>{h}</th>" for h in header)
     body = []
     for r in rows:
-        cells = (r.name, f"{r.date:%Y-%m}", r.organisation, compact(r.parameters),
-                 compact(r.active_parameters), compact(r.training_tokens),
-                 compact(r.training_images), r.modality, r.objective,
-                 "yes" if r.open_weights else "no", r.source)
+        cells = (
+            r.name,
+            f"{r.date:%Y-%m}",
+            r.organisation,
+            compact(r.parameters),
+            compact(r.active_parameters),
+            compact(r.training_tokens),
+            compact(r.training_images),
+            r.modality,
+            r.objective,
+            "yes" if r.open_weights else "no",
+            r.source,
+        )
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -201,21 +221,38 @@ def size_chart(rows: list[ModelRecord], modality: str = "all"):
             strip.plot(r.year, 0, "o", mfc="none", mec=c, ms=8)
             lift = 6 + 12 * (unpublished % 2)  # stagger neighbouring labels
             unpublished += 1
-            strip.annotate(r.name, (r.year, 0), textcoords="offset points", xytext=(2, lift),
-                           fontsize=6, rotation=35, ha="left", va="bottom")
+            strip.annotate(
+                r.name,
+                (r.year, 0),
+                textcoords="offset points",
+                xytext=(2, lift),
+                fontsize=6,
+                rotation=35,
+                ha="left",
+                va="bottom",
+            )
         else:
             ax.plot(r.year, r.parameters, "o" if r.open_weights else "s", color=c, ms=6)
-            ax.annotate(r.name, (r.year, r.parameters), textcoords="offset points",
-                        xytext=(4, 3), fontsize=6)
+            ax.annotate(
+                r.name,
+                (r.year, r.parameters),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=6,
+            )
     ax.set_yscale("log")
     ax.set_ylim(1e7, 3e12)
     ax.set_ylabel("parameters")
     ax.set_title(f"foundation models, {modality}" if modality != "all" else "foundation models")
     ax.grid(alpha=0.3, which="major")
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=o)
-               for o, c in OBJECTIVE_COLOURS.items()]
-    handles += [plt.Line2D([], [], color="gray", marker="o", ls="", label="open weights"),
-                plt.Line2D([], [], color="gray", marker="s", ls="", label="closed")]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="", label=o)
+        for o, c in OBJECTIVE_COLOURS.items()
+    ]
+    handles += [
+        plt.Line2D([], [], color="gray", marker="o", ls="", label="open weights"),
+        plt.Line2D([], [], color="gray", marker="s", ls="", label="closed"),
+    ]
     ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", ncol=2)
     strip.set_yticks([])
     strip.set_ylim(-0.6, 3.4)

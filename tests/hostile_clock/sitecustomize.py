@@ -4,8 +4,9 @@ Python imports ``sitecustomize`` at start-up from the first folder on ``sys.path
 the test suite puts this folder first in ``PYTHONPATH`` of the notebook kernels (see
 ``conftest.py``). With ``FMBOOK_TEST_CLOCK=hostile``, in a Jupyter kernel (the pytest
 processes themselves keep the real clock; ``hostile-all`` makes every Python process hostile,
-for the clock's own tests), every clock a notebook reads to time something -- ``time.perf_counter``, ``time.process_time``, ``time.thread_time``, ``time.time``
-and their ``_ns`` twins -- then
+for the clock's own tests), every clock a notebook reads to time something --
+``time.perf_counter``, ``time.process_time``, ``time.thread_time``, ``time.time`` and their
+``_ns`` twins -- then
 
 * runs ``FMBOOK_TEST_CLOCK_SLOWDOWN`` times fast (default 3): every duration looks 3x longer,
   as on a machine 3x slower; and
@@ -43,7 +44,9 @@ if _mode == "hostile-all" or (_mode == "hostile" and _kernel):
             return int(value) if isinstance(origin, int) else value
 
         clock.__name__ = real.__name__
-        clock.__doc__ = f"{real.__name__}, {_SLOWDOWN:g}x fast and {_LATENCY:g} s late per read (test clock)"
+        clock.__doc__ = (
+            f"{real.__name__}, {_SLOWDOWN:g}x fast and {_LATENCY:g} s late per read (test clock)"
+        )
         return clock
 
     for _name in ("perf_counter", "process_time", "thread_time", "time"):

@@ -5,16 +5,8 @@ import pytest
 from fmbook import claims
 
 TOML = """
-[loss]
-kind = "result"
-description = "a loss"
-test = { max = 2.0 }
-full = { max = 1.0 }
-
-[acc]
-kind = "result"
-test = { min = 0.5, max = 1.0 }
-full = { min = 0.9, max = 1.0 }
+loss = { kind = "result", description = "a loss", test = { max = 2.0 }, full = { max = 1.0 } }
+acc = { kind = "result", test = { min = 0.5, max = 1.0 }, full = { min = 0.9, max = 1.0 } }
 """
 
 
@@ -56,9 +48,7 @@ def test_check_fails_when_a_threshold_was_not_measured_or_a_claim_has_none(nb):
         nb.check()
     nb.record("acc", 0.8)
     nb.record("extra", 3.0)
-    with pytest.raises(
-        AssertionError, match="claims without an entry in the thresholds file: extra"
-    ):
+    with pytest.raises(AssertionError, match="without an entry.*extra"):
         nb.check()
 
 
@@ -180,7 +170,7 @@ def test_a_quoted_constant_is_glued_without_a_bound(nb, tmp_path, capsys):
 def test_a_quoted_constant_must_not_also_be_bounded(nb):
     nb.record("acc", 0.75)
     nb.quote("loss", 1.5)
-    with pytest.raises(AssertionError, match="quoted constants must not have an entry.*loss"):
+    with pytest.raises(AssertionError, match="quoted constants.*loss"):
         nb.check()
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fmbook.runtime import headless
+from fmbook import threads
+from fmbook.runtime import headless, in_notebook
 
 LONG_RUN_STEPS = 200  # fit re-chooses the CPU threads (fmbook.threads) before a run this long
 
@@ -153,8 +154,6 @@ class LossPlot:
         try:
             from IPython.display import display
 
-            from fmbook.runtime import in_notebook
-
             if in_notebook():
                 display(self.fig)
         except ImportError:  # plain Python without IPython: nothing to show
@@ -235,8 +234,6 @@ def fit(
         lr_at(0, steps, warmup, min_lr_ratio)  # validates warmup and min_lr_ratio
 
     if steps >= LONG_RUN_STEPS:  # the load may have changed since the notebook started
-        from fmbook import threads
-
         first = next(model.parameters(), None)
         threads.apply(first.device if first is not None else None)
     quiet = headless()

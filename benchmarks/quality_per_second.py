@@ -12,13 +12,15 @@ Prints the final validation loss (mean over fixed validation batches).
 Configurations:
 
 * ``book``: the book's default CPU configuration, that of the zoo's
-  ``gpt-shakespeare`` at the full budget (3 layers, 128 wide, batch 32, peak
-  learning rate 4e-3), with its warm-up and cosine decay fitted to the time
-  budget.
+  ``gpt-shakespeare`` at the full budget (3 layers, 128 wide, batch 32, its
+  chosen peak learning rate), with its warm-up and cosine decay fitted to the time
+  budget; under bf16 autocast where the CPU has bf16 matrix instructions
+  (``--book-precision auto``, the default; ``fp32`` turns it off).
 * ``nanogpt-cpu``: the hyperparameters of nanoGPT's documented CPU recipe for
   Shakespeare (4 layers, 4 heads, 128 wide, block 64, batch 12, learning rate
   1e-3 with 100 warm-up steps and cosine decay to 1e-4 over 2000 iterations,
-  dropout 0, AdamW betas (0.9, 0.99), weight decay 0.1, clipping at 1).
+  dropout 0, AdamW betas (0.9, 0.99), weight decay 0.1, clipping at 1), in float32
+  as nanoGPT trains on a CPU.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fmbook.data import random_windows  # noqa: E402
 from fmbook.tokenizers import CharTokenizer  # noqa: E402
-from fmbook.train import lr_at  # noqa: E402
+from fmbook.train import cpu_has_bf16, lr_at  # noqa: E402
 from fmbook.transformer import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
@@ -80,7 +82,14 @@ def load_text(spec: str) -> str:
     return Path(spec).read_text(encoding="utf-8")
 
 
-def run(text: str, name: str, seconds: float, seed: int = 0, eval_batches: int = 50) -> dict:
+def run(
+    text: str,
+    name: str,
+    seconds: float,
+    seed: int = 0,
+    eval_batches: int = 50,
+    autocast: torch.dtype | None = None,
+) -> dict:
     cfg = dict(CONFIGS[name], **(_book_config() if name == "book" else {}))
     tokenizer = CharTokenizer.train(text)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -102,7 +111,8 @@ def run(text: str, name: str, seconds: float, seed: int = 0, eval_batches: int =
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = random_windows(train_ids, T, B, g)
-        loss = model(x, y)[1]
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            loss = model(x, y)[1]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -133,6 +143,7 @@ def run(text: str, name: str, seconds: float, seed: int = 0, eval_batches: int =
         losses = [model(*random_windows(val_ids, T, 64, vg))[1].item() for _ in range(eval_batches)]
     return {
         "config": name,
+        "precision": "bf16" if autocast is not None else "fp32",
         "steps": steps,
         "seconds": train_seconds,
         "val_loss": sum(losses) / len(losses),
@@ -149,7 +160,9 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--config", default="both", choices=[*CONFIGS, "both"])
+    parser.add_argument("--book-precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
+    bf16 = args.book_precision == "bf16" or (args.book_precision == "auto" and cpu_has_bf16())
     text = load_text(args.text)
     names = list(CONFIGS)[::-1] if args.config == "both" else [args.config]
     print(
@@ -158,10 +171,13 @@ def main() -> int:
     )
     results = []
     for name in names:
-        r = run(text, name, args.seconds)
+        r = run(
+            text, name, args.seconds, autocast=torch.bfloat16 if bf16 and name == "book" else None
+        )
         results.append(r)
         print(
-            f"{name:12s} {r['steps']:6d} steps  {r['tokens']:>10,d} tokens  {r['seconds']:.1f} s  "
+            f"{name:12s} {r['precision']} {r['steps']:6d} steps  {r['tokens']:>10,d} tokens  "
+            f"{r['seconds']:.1f} s  "
             f"validation loss {r['val_loss']:.4f}"
         )
     if len(results) == 2:
@@ -169,8 +185,8 @@ def main() -> int:
             next(r for r in results if r["config"] == k) for k in ("book", "nanogpt-cpu")
         )
         gain = recipe["val_loss"] - book["val_loss"]
-        verdict = "ok" if gain >= 0.10 else "MISSED"
-        print(f"book config is {gain:.3f} nats lower than nanogpt-cpu (target >= 0.10): {verdict}")
+        verdict = "ok" if gain >= 0.25 else "MISSED"
+        print(f"book config is {gain:.3f} nats lower than nanogpt-cpu (target >= 0.25): {verdict}")
     return 0
 
 

@@ -10,6 +10,13 @@ contents, with a fresh zoo cache shared by the run (``--warm-cache`` keeps
 the bound for the budget, the measured value and whether it holds; then the
 notebook's wall time and the kernel's peak resident memory.
 
+Last comes the time table: each notebook's wall time against its target (at the full budget
+at most 180 s with the zoo's models already cached, ``--warm-cache``, and 240 s with an empty
+cache, the default, where the first notebook that needs a model trains it) and the whole
+book's against 18 minutes. ``--record benchmarks/notebook_times.csv`` keeps the times in that
+file, one row per notebook, budget, device and cache, replacing the rows of an earlier run
+with the same ones (so the file holds the CPU and, where one was measured, the CUDA times).
+
 Results (``kind = "result"``) must hold their bounds. Measurements of the machine
 (``kind = "machine"``) are printed beside their reference value and checked against
 their targets: on the reference machine (2 CPU cores) a missed target is a failure;
@@ -19,8 +26,11 @@ elsewhere pass ``--targets report`` to list misses without failing.
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -30,6 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+NOTEBOOK_TARGET_S = {"warm": 180.0, "cold": 240.0}  # at the full budget, per notebook
+BOOK_TARGET_S = 18 * 60.0  # the whole book at the full budget
+TIME_COLUMNS = ("notebook", "budget", "device", "cache", "seconds", "peak_mib", "date", "machine")
 
 
 def execute_one(notebook: Path, timeout: int) -> dict:
@@ -82,6 +96,11 @@ def main() -> int:
         help="where the notebooks write their claims (default: a fresh temporary folder); "
         "benchmarks/update_references.py reads them from there",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        help="a CSV file (e.g. benchmarks/notebook_times.csv) in which to keep the notebook times",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -107,7 +126,7 @@ def main() -> int:
         env["FMBOOK_CACHE"] = tempfile.mkdtemp(prefix="fmbook-cache-")
     env.pop("MPLBACKEND", None)  # let the kernel use the inline backend, so figures are images
     failures = misses = 0
-    rows = []
+    rows, times = [], {}
     for nb in chosen:
         out = subprocess.run(
             [sys.executable, __file__, "--one", "--timeout", str(args.timeout), str(nb)],
@@ -130,6 +149,7 @@ def main() -> int:
             + (f"  ERROR {run['error']}" if run["error"] else "")
         )
         failures += bool(run["error"])
+        times[nb] = run
         print(
             f"  {'claim':<26} {'kind':<8} {'bound / target':<20} "
             f"{'reference':>10} {'measured':>12}  unit"
@@ -156,12 +176,76 @@ def main() -> int:
                 f"{reference:>10} {shown:>12}  {unit:<12} {verdict}"
             )
             rows.append((name, claim, value, ok))
+    misses += time_table(times, args.budget, "warm" if args.warm_cache else "cold", args.record)
     print(
         f"\n{len(chosen)} notebooks, {len(rows)} claims, {failures} failures, "
         f"{misses} machine targets missed"
         + (" (reported only)" if args.targets == "report" else "")
     )
     return 1 if failures or (misses and args.targets == "check") else 0
+
+
+def time_table(times: dict[Path, dict], budget: str, cache: str, record: Path | None) -> int:
+    """Print each notebook's time against its target; keep the times in ``record``; return the
+    number of targets missed (targets apply at the full budget only)."""
+    from fmbook.runtime import device
+
+    target = NOTEBOOK_TARGET_S[cache] if budget == "full" else None
+    where = device(os.environ.get("FMBOOK_DEVICE") or None).type
+    print(f"\nTime per notebook ({budget} budget, {where}, {cache} model cache)")
+    print(f"  {'notebook':<40} {'seconds':>8} {'target':>8}  peak MiB")
+    missed = 0
+    for nb, run in times.items():
+        ok = target is None or run["seconds"] <= target
+        missed += not ok
+        shown = f"{target:.0f}" if target else "-"
+        print(
+            f"  {str(nb.relative_to(ROOT / 'book')):<40} {run['seconds']:8.1f} {shown:>8}  "
+            f"{run['peak_mib']:8.0f}  {'ok' if ok else 'MISS'}"
+        )
+    total = sum(run["seconds"] for run in times.values())
+    book_ok = budget != "full" or len(times) < 2 or total <= BOOK_TARGET_S
+    missed += not book_ok
+    print(
+        f"  {'all':<40} {total:8.1f} "
+        f"{(f'{BOOK_TARGET_S:.0f}' if budget == 'full' else '-'):>8}  "
+        f"{'' if len(times) < 2 else ('ok' if book_ok else 'MISS')}"
+    )
+    if record is not None:
+        keep = []
+        if record.exists():
+            with record.open(newline="") as f:
+                keep = list(csv.DictReader(f))
+        names = {str(nb.relative_to(ROOT / "book")) for nb in times}
+        keep = [
+            r
+            for r in keep
+            if not (
+                r["notebook"] in names
+                and (r["budget"], r["device"], r["cache"]) == (budget, where, cache)
+            )
+        ]
+        today = datetime.date.today().isoformat()
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        for nb, run in times.items():
+            keep.append(
+                {
+                    "notebook": str(nb.relative_to(ROOT / "book")),
+                    "budget": budget,
+                    "device": where,
+                    "cache": cache,
+                    "seconds": f"{run['seconds']:.1f}",
+                    "peak_mib": f"{run['peak_mib']:.0f}",
+                    "date": today,
+                    "machine": machine,
+                }
+            )
+        with record.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=TIME_COLUMNS)
+            writer.writeheader()
+            writer.writerows(keep)
+        print(f"  kept in {record}")
+    return missed
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ after an idea of the book and holds that idea**, whichever chapter first needs i
   ``train_X``) in the module of the idea it demonstrates -- ``lm`` (language models of
   Shakespeare), ``digits`` (a digit generator and the classifier that scores it), ``icl`` --
   cached by ``zoo``;
-* the machinery of a run: ``train`` (one training loop), ``budget``, ``runtime``
+* the machinery of a run: ``train`` (one training loop), ``parallel`` (the same loop on
+  several processes, under ``torchrun``), ``budget``, ``runtime``
   (device, seeds, files), ``threads``, ``claims`` (every number the prose states),
   ``widgets``.
 
@@ -42,6 +43,7 @@ _SUBMODULES = (
     "metrics",
     "minilm",
     "objectives",
+    "parallel",
     "runtime",
     "scaling",
     "threads",

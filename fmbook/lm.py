@@ -29,7 +29,7 @@ from fmbook.budget import pick
 from fmbook.data import VALIDATION_PLAYS, corpus, plays, random_windows
 from fmbook.objectives import mask_tokens
 from fmbook.tokenizers import CharTokenizer
-from fmbook.train import History, LossPlot, fit
+from fmbook.train import History, LossPlot, adamw, fit
 from fmbook.transformer import BERT, GPT, GPTConfig
 
 TUNING_PLAYS = VALIDATION_PLAYS[:2]
@@ -230,8 +230,12 @@ def train_bert(model: BERT, config: dict) -> dict:
 
 def _train(kind: str, model, config: dict, batches) -> dict:
     """AdamW, warm-up and cosine decay, clipping at 1; monitored on the tuning plays only."""
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config["lr"], betas=(0.9, 0.99), weight_decay=config["weight_decay"]
+    optimizer = adamw(
+        model.parameters(),
+        next(model.parameters()).device,
+        lr=config["lr"],
+        betas=(0.9, 0.99),
+        weight_decay=config["weight_decay"],
     )
     steps = config["steps"]
     history = fit(

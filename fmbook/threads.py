@@ -10,7 +10,9 @@ threads are slower than one. fmbook chooses instead
 with :math:`c` the cores this process may run on (``os.sched_getaffinity``), :math:`p` the
 physical cores among them and :math:`b` the cores that *other* processes keep busy, measured
 over a short window from ``/proc/stat`` minus this process's own CPU time (elsewhere :math:`b`
-is taken as 0, PyTorch's own assumption). ``FMBOOK_THREADS=n`` overrides the choice.
+is taken as 0, PyTorch's own assumption). ``FMBOOK_THREADS=n`` overrides the choice. Under
+``torchrun`` each process takes ``OMP_NUM_THREADS`` threads, or else an equal share of the
+physical cores, since its sibling processes are the load.
 
 :func:`apply` makes the choice and sets ``torch.set_num_threads``; the line at the top of every
 notebook (:func:`fmbook.budget.describe`) calls it and shows it, and :func:`fmbook.train.fit`
@@ -44,11 +46,11 @@ class Choice:
     usable: int
     physical: int
     busy: float | None  # None: not measured (override, or no /proc/stat)
-    source: str  # "auto" or "FMBOOK_THREADS"
+    source: str  # "auto", "FMBOOK_THREADS" or "torchrun"
 
     def describe(self) -> str:
         if self.source != "auto":
-            return f"threads: {self.threads} ({THREADS_ENV})"
+            return f"threads: {self.threads} ({self.source})"
         seen = "load not measured" if self.busy is None else f"{self.busy:.1f} busy with other work"
         return f"threads: {self.threads} of {self.usable} cores ({seen})"
 
@@ -157,6 +159,12 @@ def decide() -> Choice:
     forced = override()
     if forced is not None:
         return Choice(forced, len(cpus), physical, None, THREADS_ENV)
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if local is not None:  # one of several processes that torchrun started on this machine
+        share = max(1, min(len(cpus), physical) // max(1, int(local)))
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(omp) if omp.isdigit() and int(omp) >= 1 else share
+        return Choice(threads, len(cpus), physical, None, "torchrun")
     busy = measure_busy(cpus)
     return Choice(choose(len(cpus), physical, busy or 0.0), len(cpus), physical, busy, "auto")
 

@@ -10,11 +10,16 @@ with an optional linear warm-up followed by cosine decay of the learning rate,
         \left(1 + \cos\frac{\pi (s - W)}{S - W}\right) & s \ge W,
     \end{cases}
 
-optional gradient-norm clipping and periodic evaluation. In Jupyter it shows a
+optional gradient-norm clipping, optional mixed precision and periodic evaluation. In Jupyter it
+shows a
 progress bar and a live plot of the train and evaluation losses that redraws
 in place; headless (book build, nbval, scripts) it draws the final plot once
 and prints one summary line. Ctrl-C stops it cleanly: the model and the
 history so far are returned.
+
+The loop never waits for the device on its own account: each step's loss stays on the device,
+and the losses are read (one host synchronisation) every :data:`SYNC_EVERY` steps, at an
+evaluation and at the end. Under ``torchrun`` it trains data-parallel (:mod:`fmbook.parallel`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from fmbook import threads
-from fmbook.runtime import headless, in_notebook
+from fmbook import parallel, threads
+from fmbook.runtime import as_device, headless, in_notebook
 
 LONG_RUN_STEPS = 200  # fit re-chooses the CPU threads (fmbook.threads) before a run this long
+SYNC_EVERY = 16  # fit reads the losses from the device once per this many steps
 
 
 @dataclass
@@ -201,6 +208,7 @@ def fit(
     schedule: str | None = None,
     min_lr_ratio: float = 0.1,
     grad_clip: float | None = None,
+    autocast: torch.dtype | None = None,
     plot: bool = True,
     progress: bool = True,
     title: str | None = None,
@@ -212,7 +220,13 @@ def fit(
     gradient norm to ``grad_clip`` if given and takes an optimizer step.
     ``schedule="cosine"`` applies :func:`lr_at` with ``warmup`` steps;
     ``eval_fn(model)`` runs under ``torch.no_grad()`` in eval mode every
-    ``eval_every`` steps and after the last one.
+    ``eval_every`` steps and after the last one. ``autocast=torch.bfloat16`` (or
+    ``torch.float16``, with a gradient scaler) runs the forward pass and the loss in that
+    precision (:func:`mixed_precision` says which one a device does well).
+
+    Under ``torchrun`` (:mod:`fmbook.parallel`) each process trains a
+    ``DistributedDataParallel`` copy on its share of every batch, the logged loss is the
+    mean over all processes, and only rank 0 evaluates, prints and draws.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -230,24 +244,55 @@ def fit(
         raise ValueError("fit: eval_every needs an eval_fn and must be >= 1")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"fit: grad_clip must be > 0 or None, got {grad_clip}")
+    if autocast not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(
+            f"fit: autocast must be None, torch.bfloat16 or torch.float16, got {autocast}"
+        )
     if schedule == "cosine":
         lr_at(0, steps, warmup, min_lr_ratio)  # validates warmup and min_lr_ratio
 
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     if steps >= LONG_RUN_STEPS:  # the load may have changed since the notebook started
-        first = next(model.parameters(), None)
-        threads.apply(first.device if first is not None else None)
-    quiet = headless()
+        threads.apply(device)
+    main = parallel.is_main()
+    quiet = headless() or not main
+    net = parallel.wrap(model)
     next_batch = _batch_source(batches)
     history = History()
-    board = LossPlot(title=title, live=not quiet) if plot else None
+    board = LossPlot(title=title, live=not quiet) if plot and main else None
     bar = None
     if progress and not quiet:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=title or "training", leave=True)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
+    pending: list[torch.Tensor] = []  # losses of the steps not yet read from the device
+
+    def read_losses() -> None:
+        if not pending:
+            return
+        values = parallel.mean(torch.stack(pending).float()).tolist()
+        done = len(history.train_loss)
+        pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"fit: the loss became {value} at step {done + i}; try a lower learning rate "
+                    "or gradient clipping"
+                )
+        history.train_loss.extend(values)
+        if bar is not None:
+            bar.update(len(values))
+            bar.set_postfix(loss=f"{history.last_train_loss(20):.3f}", refresh=False)
+        if board is not None:
+            board.update(history)
 
     def evaluate(step: int) -> None:
+        read_losses()
+        if not main:
+            return
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -263,23 +308,18 @@ def fit(
             factor = lr_at(step, steps, warmup, min_lr_ratio) if schedule else 1.0
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
-            loss = loss_fn(model, next_batch())
+            batch = parallel.shard(next_batch())
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = loss_fn(net, batch)
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
                 raise TypeError("fit: loss_fn must return a scalar tensor")
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"fit: the loss became {value} at step {step}; try a lower learning rate "
-                    "or gradient clipping"
-                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            _backward_and_step(loss, model, optimizer, grad_clip, scaler)
+            pending.append(loss.detach())
             history.step.append(step + 1)
-            history.train_loss.append(value)
             history.lr.append(base_lrs[0] * factor)
+            if len(pending) >= SYNC_EVERY:
+                read_losses()
             if (
                 eval_fn is not None
                 and eval_every
@@ -287,23 +327,80 @@ def fit(
                 and step + 1 < steps
             ):
                 evaluate(step + 1)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{history.last_train_loss(20):.3f}", refresh=False)
-            if board is not None:
-                board.update(history)
         if eval_fn is not None:
             evaluate(steps)
+        read_losses()
     except KeyboardInterrupt:
         history.interrupted = True
     finally:
+        if history.interrupted:
+            read_losses()
+        del history.step[len(history.train_loss) :]
+        del history.lr[len(history.train_loss) :]
         history.seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
     if board is not None:
         board.finish(history)
-    print(_summary(history, steps))
+    if main:
+        print(_summary(history, steps))
     return history
+
+
+def _backward_and_step(loss, model, optimizer, grad_clip, scaler) -> None:
+    """Back-propagate ``loss`` and take one optimizer step, through the fp16 gradient scaler if
+    there is one (it multiplies the loss by a factor :math:`S` so that small gradients survive
+    float16, divides the gradients by :math:`S` again before clipping, and skips a step whose
+    gradients overflowed)."""
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def mixed_precision(device) -> torch.dtype | None:
+    """The autocast dtype that training on ``device`` uses: ``torch.bfloat16`` on a CUDA GPU
+    that supports it, ``torch.float16`` (with a gradient scaler) on older GPUs such as the T4,
+    and ``None`` (float32) on the CPU and MPS.
+
+    On a CPU with bf16 matrix instructions (:func:`cpu_has_bf16`) bf16 autocast makes a training
+    step of the book's GPT about 1.5 times faster (``benchmarks/profile_step.py --autocast
+    bf16``), but every CPU without them would then train other models than the book shows;
+    the book's notebooks train in float32 there, and the benchmarks measure both.
+    """
+    device = as_device(device)
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions (Intel AMX, or AVX-512 BF16), read from
+    ``/proc/cpuinfo`` (False where there is none, e.g. on macOS)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def adamw(params, device, **options) -> torch.optim.AdamW:
+    """``torch.optim.AdamW(params, **options)``, fused into one kernel per step on CUDA.
+
+    Fusing changes the order of floating-point operations, not the update; on the CPU the
+    book keeps PyTorch's default implementation, so its results do not move.
+    """
+    if as_device(device).type == "cuda":
+        options.setdefault("fused", True)
+    return torch.optim.AdamW(params, **options)
 
 
 def _summary(history: History, steps: int) -> str:
@@ -326,7 +423,8 @@ def fit_cosine(
     warm-up over ``warmup`` steps, then a cosine decay (:func:`lr_at`), the gradient norm
     clipped at 1.
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    device = next(model.parameters()).device
+    optimizer = adamw(model.parameters(), device, lr=config["lr"], weight_decay=0.0)
     return fit(
         model,
         loss_fn,

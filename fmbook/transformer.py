@@ -109,6 +109,22 @@ class KVCache:
         return k, v
 
 
+def _attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:
+    """PyTorch's fused attention kernel; on the CPU always in float32.
+
+    Under bf16 autocast the CPU kernel's backward pass is several times slower in bf16 than in
+    float32 (``benchmarks/profile_step.py``), so there the attention runs in float32 and the
+    matrix products around it stay in bf16.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p
+            )
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
 class MultiHeadAttention(nn.Module):
     r"""Multi-head self-attention, causal (GPT) or bidirectional (BERT).
 
@@ -156,9 +172,7 @@ class MultiHeadAttention(nn.Module):
         if need_weights:
             y, weights = scaled_dot_product_attention(q, k, v, mask)
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-            )
+            y = _attention(q, k, v, mask, self.dropout if self.training else 0.0)
             weights = None
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         y = self.resid_dropout(self.proj(y))

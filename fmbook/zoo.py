@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from fmbook import budget
+from fmbook import budget, parallel
 from fmbook.runtime import device as default_device
 from fmbook.runtime import write_atomic
 
@@ -184,19 +184,20 @@ def load(
         if not isinstance(meta, dict):
             raise TypeError(f"zoo: the train function of {name!r} must return a dict or None")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save(
-            file,
-            {
-                "name": name,
-                "budget": budget.name(),
-                "config": config,
-                "state_dict": state,
-                "meta": meta,
-            },
-        )
+        if parallel.is_main():  # under torchrun every rank holds the same weights; one saves
+            save(
+                file,
+                {
+                    "name": name,
+                    "budget": budget.name(),
+                    "config": config,
+                    "state_dict": state,
+                    "meta": meta,
+                },
+            )
         meta = dict(meta, cached=False)
     model = model.to(target).eval()
-    if not quiet:
+    if not quiet and parallel.is_main():
         print(describe(name, meta))
     return (model, meta) if with_meta else model
 

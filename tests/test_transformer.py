@@ -343,3 +343,24 @@ def test_generate_is_the_same_for_every_spelling_of_the_cpu_generator():
 def test_generate_rejects_a_generator_that_is_not_one():
     with pytest.raises(TypeError, match="generator"):
         _tiny_gpt().generate(torch.zeros(1, 2, dtype=torch.long), 3, generator=1)
+
+
+def test_bf16_autocast_on_the_cpu_keeps_the_attention_in_float32(monkeypatch):
+    fmbook.seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    idx = torch.randint(0, 20, (4, 16))
+    exact, _ = model(idx)
+    fused, dtypes = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(q, k, v, **kw):
+        dtypes.append(q.dtype)
+        return fused(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, loss = model(idx, idx)
+    loss.backward()  # the float32 attention has a backward pass under autocast too
+    assert dtypes == [torch.float32, torch.float32]  # one call per layer, both in float32
+    assert low.dtype == torch.bfloat16  # the matrix products around it ran in bf16
+    assert all(p.grad is not None for p in model.parameters())
+    torch.testing.assert_close(low.float(), exact, atol=0.1, rtol=0.05)

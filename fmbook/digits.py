@@ -235,7 +235,7 @@ def ddpm_config(budget: str | None = None) -> dict:
         "schedule": "cosine",
         "width": 256,
         "depth": 4,
-        "steps": pick(test=500, full=8000, gpu=30000, budget=budget),
+        "steps": pick(test=500, full=8000, budget=budget),
         "batch_size": 256,
         "lr": 1e-3,
         "p_uncond": 0.1,

@@ -179,7 +179,7 @@ def icl_config(budget: str | None = None) -> dict:
         "n_layer": 3,
         "n_head": 4,
         "n_embd": 64,
-        "steps": budgets.pick(test=800, full=5000, gpu=20000, budget=budget),
+        "steps": budgets.pick(test=800, full=5000, budget=budget),
         "batch_size": 32,
         "lr": 2e-3,
         "seed": 0,

@@ -185,6 +185,17 @@ def main() -> int:
     return 1 if failures or (misses and args.targets == "check") else 0
 
 
+def cpu_model() -> str:
+    """The CPU's model name, from ``/proc/cpuinfo`` where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def time_table(times: dict[Path, dict], budget: str, cache: str, record: Path | None) -> int:
     """Print each notebook's time against its target; keep the times in ``record``; return the
     number of targets missed (targets apply at the full budget only)."""
@@ -226,7 +237,7 @@ def time_table(times: dict[Path, dict], budget: str, cache: str, record: Path | 
             )
         ]
         today = datetime.date.today().isoformat()
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        machine = f"{cpu_model()}, {os.cpu_count()} CPUs"
         for nb, run in times.items():
             keep.append(
                 {

@@ -10,12 +10,10 @@ with an optional linear warm-up followed by cosine decay of the learning rate,
         \left(1 + \cos\frac{\pi (s - W)}{S - W}\right) & s \ge W,
     \end{cases}
 
-optional gradient-norm clipping, optional mixed precision and periodic evaluation. In Jupyter it
-shows a
-progress bar and a live plot of the train and evaluation losses that redraws
-in place; headless (book build, nbval, scripts) it draws the final plot once
-and prints one summary line. Ctrl-C stops it cleanly: the model and the
-history so far are returned.
+optional gradient-norm clipping, optional mixed precision and periodic evaluation. In Jupyter
+it shows a progress bar and a live plot of the train and evaluation losses that redraws in
+place; headless (book build, nbval, scripts) it draws the final plot once and prints one
+summary line. Ctrl-C stops it cleanly: the model and the history so far are returned.
 
 The loop never waits for the device on its own account: each step's loss stays on the device,
 and the losses are read (one host synchronisation) every :data:`SYNC_EVERY` steps, at an
@@ -24,6 +22,7 @@ evaluation and at the end. Under ``torchrun`` it trains data-parallel (:mod:`fmb
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -270,6 +269,11 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
     pending: list[torch.Tensor] = []  # losses of the steps not yet read from the device
 
+    def precision():
+        if autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=autocast)
+
     def read_losses() -> None:
         if not pending:
             return
@@ -309,7 +313,7 @@ def fit(
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
             batch = parallel.shard(next_batch())
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            with precision():
                 loss = loss_fn(net, batch)
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
                 raise TypeError("fit: loss_fn must return a scalar tensor")

@@ -7,6 +7,8 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,29 @@ def seed(n: int) -> torch.Generator:
     np.random.seed(n)
     torch.manual_seed(n)  # also seeds every CUDA device
     return torch.Generator().manual_seed(n)
+
+
+@contextmanager
+def seeded(n: int) -> Iterator[torch.Generator]:
+    """Run a block under :func:`seed` ``(n)`` and give the caller its random state back afterwards.
+
+    Python's ``random``, NumPy and torch (the CPU and every CUDA device) continue after the
+    block exactly where they were before it, so what the block draws -- or whether it runs at
+    all -- changes nothing that follows. The zoo trains its models this way: a model comes out
+    the same whichever notebook trains it first, and a notebook draws the same numbers after
+    loading a model whether it was trained just now or read from the cache.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    mps_state = torch.mps.get_rng_state() if _mps_available() else None
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield seed(n)
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
 
 
 HEADLESS_ENV = "FMBOOK_HEADLESS"

@@ -29,7 +29,7 @@ import torch
 
 from fmbook import budget, parallel
 from fmbook.runtime import device as default_device
-from fmbook.runtime import write_atomic
+from fmbook.runtime import seeded, write_atomic
 
 CACHE_ENV = "FMBOOK_CACHE"
 MAGIC = b"FMBOOK-ZOO 1 sha256="
@@ -158,6 +158,11 @@ def load(
     that the recipe's ``train`` returned (its loss history, say), saved with
     the weights, plus ``"cached"``: whether the model came from the cache.
     Unless ``quiet``, one line says which it was (see :func:`describe`).
+
+    The model is built and trained under :func:`fmbook.runtime.seeded` with the config's
+    ``"seed"`` (default 0): it comes out the same whichever notebook trains it first, and
+    the caller's random state afterwards is the same whether the model was trained now or
+    read from the cache.
     """
     r = recipe(name)
     config = r.config()
@@ -171,7 +176,8 @@ def load(
                     f"zoo: {file.name} was trained with another config; retraining", stacklevel=2
                 )
             else:
-                model = r.build(config)
+                with seeded(config.get("seed", 0)):
+                    model = r.build(config)
                 model.load_state_dict(payload["state_dict"])
                 meta = dict(payload.get("meta") or {}, cached=True)
         except CorruptCacheError as err:
@@ -179,8 +185,9 @@ def load(
             file.unlink(missing_ok=True)
     target = torch.device(device) if device is not None else default_device()
     if model is None:
-        model = r.build(config).to(target)
-        meta = r.train(model, config) or {}
+        with seeded(config.get("seed", 0)):  # the same model whoever trains it first
+            model = r.build(config).to(target)
+            meta = r.train(model, config) or {}
         if not isinstance(meta, dict):
             raise TypeError(f"zoo: the train function of {name!r} must return a dict or None")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -346,3 +346,17 @@ def test_import_fmbook_is_light():
     seconds, heavy = out.stdout.split(" ", 1)
     assert heavy.strip() == "[]"
     assert float(seconds) < 1.5
+
+
+def test_seeded_pins_the_block_and_gives_the_caller_its_random_state_back():
+    def draws():
+        return random.random(), float(np.random.rand()), torch.rand(2).tolist()
+
+    fmbook.seed(5)
+    expected = draws()
+    fmbook.seed(5)
+    with runtime.seeded(0):
+        inside = torch.rand(3)
+    assert draws() == expected  # as if the block had never run
+    with runtime.seeded(0):
+        assert torch.equal(torch.rand(3), inside)  # the block itself is pinned by its seed

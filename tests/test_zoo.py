@@ -178,3 +178,29 @@ def test_meta_is_saved_and_reloaded():
     assert meta == {"history": [3.0, 2.0, 1.5], "cached": False}
     _, meta = zoo.load("tiny-test", with_meta=True)
     assert meta == {"history": [3.0, 2.0, 1.5], "cached": True}
+
+
+def test_a_model_is_the_same_whoever_trains_it_and_loading_leaves_the_callers_randomness_alone():
+    def noisy(model, config):  # training that draws random numbers, like every real recipe
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+
+    zoo.register(
+        "noisy-test",
+        config=lambda: {"width": 4, "seed": 3},
+        build=lambda c: torch.nn.Linear(c["width"], c["width"]),
+        train=noisy,
+    )
+    try:
+        torch.manual_seed(1)
+        first = zoo.load("noisy-test", quiet=True)
+        after_training = torch.rand(3)
+        zoo.path("noisy-test").unlink()
+        torch.manual_seed(2)  # another notebook, another state
+        second = zoo.load("noisy-test", quiet=True)
+        torch.testing.assert_close(first.state_dict(), second.state_dict())
+        torch.manual_seed(1)
+        zoo.load("noisy-test", quiet=True)  # from the cache this time
+        assert torch.equal(torch.rand(3), after_training)
+    finally:
+        zoo._RECIPES.pop("noisy-test", None)

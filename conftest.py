@@ -25,7 +25,8 @@ os.environ.pop("MPLBACKEND", None)
 # Kernels (and any other Python started by a test) import tests/hostile_clock/sitecustomize.py.
 if os.environ.setdefault("FMBOOK_TEST_CLOCK", "hostile") == "hostile":
     _clock = str(Path(__file__).resolve().parent / "tests" / "hostile_clock")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_clock, os.environ.get("PYTHONPATH")) if p)
+    _paths = (_clock, os.environ.get("PYTHONPATH"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _paths if p)
 
 # With pytest-xdist (two workers on two cores), one thread per worker and per
 # notebook kernel: oversubscribed cores make torch many times slower.

@@ -1,0 +1,193 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from fmbook.align import (
+    RewardModel,
+    bradley_terry_loss,
+    dpo_loss,
+    kl_per_token,
+    response_log_probs,
+    sequence_log_prob,
+    sft_example,
+    sft_loss,
+)
+from fmbook.objectives import IGNORE_INDEX
+from fmbook.transformer import GPT, GPTConfig
+
+
+def tiny_gpt(seed: int, vocab: int = 5, block: int = 8, scale: float | None = None) -> GPT:
+    """A one-layer GPT; with ``scale``, weights drawn with that spread (far from uniform)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=2, n_embd=8))
+    if scale is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, scale)
+    return model.eval()
+
+
+# -- instruction tuning: the loss sees the response only ---------------------------------------
+
+
+def test_sft_example_targets_the_response_and_nothing_else():
+    x, y = sft_example([1, 2, 3], [4, 0], block_size=6, pad_id=0)
+    # inputs: prompt + response without its last token, then padding
+    assert x.tolist() == [1, 2, 3, 4, 0, 0]
+    # the token after position 2 (the prompt's last) is the response's first, and so on
+    assert y.tolist() == [IGNORE_INDEX, IGNORE_INDEX, 4, 0, IGNORE_INDEX, IGNORE_INDEX]
+
+
+def test_sft_example_checks_its_inputs():
+    with pytest.raises(ValueError, match="non-empty"):
+        sft_example([], [1], block_size=4)
+    with pytest.raises(ValueError, match="block_size"):
+        sft_example([1, 2, 3], [1, 2, 3], block_size=4)
+    sft_example([1, 2], [1, 2, 3], block_size=4)  # 5 tokens: exactly block_size + 1 fit
+
+
+def test_sft_loss_is_the_mean_over_response_tokens_and_ignores_the_prompt():
+    torch.manual_seed(0)
+    pairs = [([1, 2, 3], [4, 1]), ([2], [3, 3, 4])]
+    x, y = map(torch.stack, zip(*(sft_example(p, r, block_size=6) for p, r in pairs)))
+    logits = torch.randn(2, 6, 5, requires_grad=True)
+    loss = sft_loss(logits, y)
+    by_hand = [
+        -torch.log_softmax(logits[b, t], -1)[y[b, t]]
+        for b in range(2)
+        for t in range(6)
+        if y[b, t] != IGNORE_INDEX
+    ]
+    assert len(by_hand) == 5  # the five response tokens
+    torch.testing.assert_close(loss, torch.stack(by_hand).mean())
+    loss.backward()
+    prompt = torch.tensor([[1, 1, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.all(logits.grad[prompt] == 0), "no gradient reaches a prompt or padding position"
+    assert torch.all(logits.grad[~prompt].abs().sum(-1) > 0)
+
+
+def test_sft_loss_refuses_a_batch_without_responses():
+    with pytest.raises(ValueError, match="no response"):
+        sft_loss(torch.zeros(1, 3, 4), torch.full((1, 3), IGNORE_INDEX))
+
+
+def test_sequence_log_prob_is_the_sum_of_the_responses_token_log_probs():
+    model = tiny_gpt(0)
+    prompt, response = [1, 2], [3, 4, 0]
+    x, y = sft_example(prompt, response, block_size=8)
+    got = sequence_log_prob(model, x[None], y[None])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(torch.tensor([prompt + response]))[0][0], -1)
+    by_hand = sum(log_probs[len(prompt) - 1 + i, tok] for i, tok in enumerate(response))
+    torch.testing.assert_close(got, by_hand[None], atol=1e-5, rtol=1e-5)
+    per_token = response_log_probs(model(x[None])[0], y[None])
+    assert torch.all(per_token[y[None] == IGNORE_INDEX] == 0)
+    with pytest.raises(ValueError, match="expected logits"):
+        response_log_probs(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+
+
+# -- the reward model and the Bradley-Terry loss ------------------------------------------------
+
+
+def test_reward_model_reads_the_last_real_token_and_never_the_padding():
+    reward = RewardModel(tiny_gpt(1)).eval()
+    idx = torch.tensor([[1, 2, 3, 0, 0], [1, 2, 3, 4, 4]])
+    lengths = torch.tensor([3, 3])
+    r = reward(idx, lengths)
+    assert r.shape == (2,)
+    torch.testing.assert_close(r[0], r[1])  # only the padding differs
+    assert not torch.allclose(reward(idx, torch.tensor([3, 5]))[1], r[1])
+    with pytest.raises(ValueError, match="lengths"):
+        reward(idx, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        reward(idx, torch.tensor([3, 6]))
+
+
+def test_bradley_terry_loss_by_hand_and_its_gradient_direction():
+    chosen = torch.tensor([2.0, 0.0], requires_grad=True)
+    rejected = torch.tensor([1.0, 0.0], requires_grad=True)
+    loss = bradley_terry_loss(chosen, rejected)
+    by_hand = (math.log(1 + math.exp(-1.0)) + math.log(2.0)) / 2
+    assert loss.item() == pytest.approx(by_hand)
+    loss.backward()
+    assert torch.all(chosen.grad < 0) and torch.all(rejected.grad > 0)  # pushes r_w up, r_l down
+    torch.testing.assert_close(chosen.grad, -rejected.grad)
+    with pytest.raises(ValueError, match="same shape"):
+        bradley_terry_loss(torch.zeros(2), torch.zeros(3))
+
+
+# -- DPO ------------------------------------------------------------------------------------------
+
+
+def test_dpo_loss_by_hand():
+    pc, pr = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -2.0])
+    rc, rr = torch.tensor([-3.5, -4.0]), torch.tensor([-3.0, -3.0])
+    beta = 0.5
+    margins = [(-3.0 + 3.5) - (-4.0 + 3.0), (-5.0 + 4.0) - (-2.0 + 3.0)]  # 1.5 and -2.0
+    by_hand = sum(math.log(1 + math.exp(-beta * m)) for m in margins) / 2
+    assert dpo_loss(pc, pr, rc, rr, beta).item() == pytest.approx(by_hand)
+
+
+def test_dpo_loss_is_log_2_at_the_reference_and_bradley_terry_on_the_implicit_reward():
+    torch.manual_seed(0)
+    ref_c, ref_r = torch.randn(4), torch.randn(4)
+    torch.testing.assert_close(dpo_loss(ref_c, ref_r, ref_c, ref_r, 0.1), torch.tensor(math.log(2)))
+    pc, pr, beta = torch.randn(4), torch.randn(4), 0.3
+    implicit = beta * (pc - ref_c), beta * (pr - ref_r)  # r = beta log pi / pi_ref
+    torch.testing.assert_close(dpo_loss(pc, pr, ref_c, ref_r, beta), bradley_terry_loss(*implicit))
+
+
+def test_dpo_gradient_raises_the_chosen_and_lowers_the_rejected():
+    pc = torch.tensor([-3.0], requires_grad=True)
+    pr = torch.tensor([-3.0], requires_grad=True)
+    ref = torch.tensor([-3.0])
+    dpo_loss(pc, pr, ref, ref, beta=0.1).backward()
+    # at the reference sigma(0) = 1/2, so d loss / d log pi(y_w) = -beta / 2 (eq. 8 of the paper)
+    assert pc.grad.item() == pytest.approx(-0.05)
+    assert pr.grad.item() == pytest.approx(0.05)
+
+
+def test_dpo_loss_checks_its_inputs():
+    z = torch.zeros(3)
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(z, z, z, z, beta=0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        dpo_loss(z, z, z, torch.zeros(2), beta=0.1)
+
+
+# -- the KL penalty: exact on a tiny vocabulary ---------------------------------------------------
+
+
+def test_kl_per_token_averages_to_the_exact_sequence_kl():
+    vocab, prompt, n = 3, [1], 3  # every response of 3 tokens: 27 of them
+    policy, reference = tiny_gpt(2, vocab=vocab, scale=0.5), tiny_gpt(3, vocab=vocab, scale=0.5)
+    responses = [list(r) for r in itertools.product(range(vocab), repeat=n)]
+    x, y = map(torch.stack, zip(*(sft_example(prompt, r, block_size=n) for r in responses)))
+    with torch.no_grad():
+        logits_p, logits_q = policy(x)[0], reference(x)[0]
+        log_p = response_log_probs(logits_p, y).sum(1)
+        log_q = response_log_probs(logits_q, y).sum(1)
+        per_sequence = kl_per_token(logits_p, logits_q, y)
+    p = log_p.exp()
+    torch.testing.assert_close(p.sum(), torch.tensor(1.0))  # a distribution over the 27
+    exact = (p * (log_p - log_q)).sum()  # KL(pi || pi_ref) by definition
+    assert exact > 0.05  # two clearly different models
+    torch.testing.assert_close((p * per_sequence).sum(), exact)  # unbiased: chain rule
+    assert torch.all(per_sequence >= 0)
+    # and a Monte Carlo estimate from samples of the policy lands on it
+    g = torch.Generator().manual_seed(0)
+    draws = torch.multinomial(p, 20_000, replacement=True, generator=g)
+    estimate = per_sequence[draws].mean()
+    assert abs(estimate - exact) < 4 * per_sequence[draws].std() / math.sqrt(20_000)
+
+
+def test_kl_per_token_is_zero_for_the_same_model_and_checks_shapes():
+    model = tiny_gpt(4)
+    x, y = sft_example([1, 2], [3, 4], block_size=8)
+    with torch.no_grad():
+        logits = model(x[None])[0]
+    torch.testing.assert_close(kl_per_token(logits, logits, y[None]), torch.zeros(1))
+    with pytest.raises(ValueError, match="one shape"):
+        kl_per_token(logits, logits[..., :3], y[None])

@@ -144,7 +144,8 @@ def test_dpo_gradient_raises_the_chosen_and_lowers_the_rejected():
     pr = torch.tensor([-3.0], requires_grad=True)
     ref = torch.tensor([-3.0])
     dpo_loss(pc, pr, ref, ref, beta=0.1).backward()
-    # at the reference sigma(0) = 1/2, so d loss / d log pi(y_w) = -beta / 2 (eq. 8 of the paper)
+    # at the reference sigma(0) = 1/2, so d loss / d log pi(y_w) = -beta / 2 (the gradient that
+    # Rafailov et al. discuss in "What does the DPO update do?")
     assert pc.grad.item() == pytest.approx(-0.05)
     assert pr.grad.item() == pytest.approx(0.05)
 

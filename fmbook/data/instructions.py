@@ -62,12 +62,11 @@ def words_of(line: str) -> list[str]:
 
 def lines_of(slugs: Sequence[str]) -> list[str]:
     """The spoken lines of the plays ``slugs``, in the order of the corpus."""
-    known = {p.slug for p in plays()}
-    if isinstance(slugs, str) or not slugs or set(slugs) - known:
-        raise ValueError(
-            f"lines_of: slugs must be a list of play slugs, got {slugs!r} "
-            f"(unknown: {sorted(set(slugs) - known) if not isinstance(slugs, str) else slugs})"
-        )
+    if isinstance(slugs, str) or not slugs:
+        raise ValueError(f"lines_of: slugs must be a non-empty list of play slugs, got {slugs!r}")
+    unknown = sorted(set(slugs) - {p.slug for p in plays()})
+    if unknown:
+        raise ValueError(f"lines_of: unknown plays {unknown}")
     return [line for p in plays() if p.slug in slugs for line in spoken_lines(p.text)]
 
 

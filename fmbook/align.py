@@ -21,11 +21,32 @@ write. With :math:`x` the prompt, :math:`y` the response and :math:`\pi(y \mid x
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmbook import train
 from fmbook.objectives import IGNORE_INDEX, next_token_loss
+
+SFT_RECIPE = {
+    "n_train": 4000,
+    "n_val": 100,
+    "batch_size": 32,
+    "seed": 0,
+    "lora_targets": ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"),
+    "lora_rank": 8,
+    "max_new_tokens": 41,
+}
+"""Instruction tuning in the alignment chapter: training examples and validation examples per task
+(:func:`fmbook.data.instructions.splits`), batch, seed, LoRA's layers and rank, and the longest
+reply (a line of the ``word`` task and its newline)."""
+SFT_SWEEP_FILE = Path(__file__).parent / "data" / "sft_sweep.json"
+"""The learning rates and step counts of ``benchmarks/tune_sft.py``, scored on the tuning plays."""
 
 
 def sft_example(
@@ -54,6 +75,20 @@ def sft_example(
     x[: len(ids) - 1] = torch.tensor(ids[:-1])
     y[len(prompt) - 1 : len(ids) - 1] = torch.tensor(list(response))
     return x, y
+
+
+def sft_tensors(
+    pairs: Sequence[tuple[str, str]],
+    encode: Callable[[str], list[int]],
+    block_size: int,
+    pad_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sft_example` for many ``(prompt, response)`` pairs of text, stacked: inputs and
+    targets ``(N, block_size)``."""
+    if not pairs:
+        raise ValueError("sft_tensors: no (prompt, response) pairs given")
+    rows = [sft_example(encode(p), encode(r), block_size, pad_id) for p, r in pairs]
+    return torch.stack([x for x, _ in rows]), torch.stack([y for _, y in rows])
 
 
 def sft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -178,3 +213,118 @@ def kl_per_token(
     log_q = torch.log_softmax(reference_logits.float(), -1)
     per_position = (log_p.exp() * (log_p - log_q)).sum(-1)
     return per_position.masked_fill(targets == IGNORE_INDEX, 0.0).sum(1)
+
+
+def train_sft(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    eval_every: int | None = None,
+    title: str = "instruction tuning",
+) -> train.History:
+    """Instruction-tune ``model``: :func:`sft_loss` on batches of ``batch_size`` rows of
+    :func:`sft_tensors`, drawn with replacement by a generator seeded with ``seed``.
+
+    AdamW at a constant ``lr`` without weight decay on the parameters that require a gradient
+    (all of them, or LoRA's), the gradient norm clipped at 1; ``eval_fn`` as in
+    :func:`fmbook.train.fit`. A constant rate makes the first ``k`` steps of a longer run the
+    same as a run of ``k`` steps, so one run scores every step count it passes.
+    """
+    if inputs.shape != targets.shape or inputs.ndim != 2:
+        raise ValueError(
+            f"train_sft: expected inputs and targets of one shape (N, T), got "
+            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch():
+        rows = torch.randint(len(inputs), (batch_size,), generator=generator)
+        return inputs[rows].to(device), targets[rows].to(device)
+
+    def loss_fn(model, xy):
+        logits, _ = model(xy[0])
+        return sft_loss(logits, xy[1])
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = train.adamw(trainable, device, lr=lr, weight_decay=0.0)
+    return train.fit(
+        model,
+        loss_fn,
+        batch,
+        optimizer,
+        steps,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        grad_clip=1.0,
+        title=title,
+    )
+
+
+@torch.no_grad()
+def respond(
+    model: nn.Module,
+    prompts: Sequence[str],
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    greedy: bool = True,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[str]:
+    """The reply of a causal ``model`` to each prompt: the text it writes after the prompt, up to
+    (not including) its first newline, at most ``max_new_tokens`` characters.
+
+    ``greedy`` takes the most likely token at every step; otherwise tokens are sampled at
+    ``temperature`` with a generator seeded with ``seed``. Prompts of equal length are answered
+    together, so no prompt is padded, and a batch stops once each of its replies has ended.
+    """
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(f"respond: prompts must be a non-empty list of strings, got {prompts!r}")
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
+    by_length = defaultdict(list)
+    encoded = [encode(p) for p in prompts]
+    for i, ids in enumerate(encoded):
+        by_length[len(ids)].append(i)
+    replies, newline = [""] * len(prompts), encode("\n")[0]
+    for length, rows in sorted(by_length.items()):
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            x = torch.tensor([encoded[i] for i in chunk], device=device)
+            out = model.generate(
+                x,
+                max_new_tokens,
+                temperature=temperature,
+                top_k=1 if greedy else None,
+                generator=generator,
+                stop=newline,
+            )
+            for i, ids in zip(chunk, out[:, length:].tolist()):
+                replies[i] = decode(ids).split("\n")[0]
+    return replies
+
+
+def chosen_sft(method: str) -> dict:
+    """``{"lr", "steps", "score"}``: the learning rate and step count of ``method`` (``"full"`` or
+    ``"lora"``) with the highest mean rate of followed instructions on the tuning plays in
+    ``benchmarks/tune_sft.py``'s sweep (ties: the fewer steps, then the smaller rate)."""
+    sweep = json.loads(SFT_SWEEP_FILE.read_text(encoding="utf-8"))
+    if method not in sweep["methods"]:
+        swept = sorted(sweep["methods"])
+        raise ValueError(f"chosen_sft: unknown method {method!r}; swept: {swept}")
+    scores = [
+        (score, -int(steps), -float(lr), lr, steps)
+        for lr, by_steps in sweep["methods"][method].items()
+        for steps, score in by_steps.items()
+    ]
+    score, _, _, lr, steps = max(scores)
+    return {"lr": float(lr), "steps": int(steps), "score": score}

@@ -388,6 +388,7 @@ class GPT(Transformer):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        stop: int | None = None,
     ) -> torch.Tensor:
         r"""Append ``max_new_tokens`` tokens, each sampled from :math:`\mathrm{softmax}(z / \tau)`.
 
@@ -401,6 +402,10 @@ class GPT(Transformer):
         when the context fills the block, the cache restarts from the last
         ``block_size // 2`` tokens. Both give the same tokens as long as the
         whole sequence fits in ``block_size``.
+
+        With a ``stop`` token (an end-of-text or end-of-line id), generation ends early once
+        every sequence has produced it; up to each sequence's first ``stop`` the tokens are
+        the same as without it.
         """
         if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] < 1:
             raise ValueError("generate: idx must be a (batch, time) tensor with at least one token")
@@ -413,6 +418,10 @@ class GPT(Transformer):
             raise ValueError(f"generate: top_p must be in (0, 1] (or None), got {top_p}")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if stop is not None and not 0 <= stop < self.config.vocab_size:
+            raise ValueError(
+                f"generate: stop must be a token id in [0, {self.config.vocab_size}), got {stop}"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 "generate: generator must be a torch.Generator or None, "
@@ -421,7 +430,7 @@ class GPT(Transformer):
         was_training = self.training
         self.eval()
         block = self.config.block_size
-        cache, fresh = None, idx[:, -block:]
+        cache, fresh, done = None, idx[:, -block:], None
         for _ in range(max_new_tokens):
             if use_cache:
                 if cache is None or cache.length >= block:
@@ -433,6 +442,10 @@ class GPT(Transformer):
             nxt = self._sample(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, nxt], dim=1)
             fresh = nxt
+            if stop is not None:
+                done = nxt[:, 0] == stop if done is None else done | (nxt[:, 0] == stop)
+                if bool(done.all()):
+                    break
         self.train(was_training)
         return idx
 

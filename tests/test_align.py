@@ -1,9 +1,12 @@
+import copy
 import itertools
+import json
 import math
 
 import pytest
 import torch
 
+from fmbook import adapt, align
 from fmbook.align import (
     RewardModel,
     bradley_terry_loss,
@@ -13,6 +16,7 @@ from fmbook.align import (
     sequence_log_prob,
     sft_example,
     sft_loss,
+    sft_tensors,
 )
 from fmbook.objectives import IGNORE_INDEX
 from fmbook.transformer import GPT, GPTConfig
@@ -192,3 +196,111 @@ def test_kl_per_token_is_zero_for_the_same_model_and_checks_shapes():
     torch.testing.assert_close(kl_per_token(logits, logits, y[None]), torch.zeros(1))
     with pytest.raises(ValueError, match="one shape"):
         kl_per_token(logits, logits[..., :3], y[None])
+
+
+# -- instruction tuning end to end: tensors, training, replies, the sweep's choice ------------
+
+ALPHABET = "\nab:"  # a tiny character vocabulary: newline, two letters, a colon
+
+
+def encode(text):
+    return [ALPHABET.index(c) for c in text]
+
+
+def decode(ids):
+    return "".join(ALPHABET[i] for i in ids)
+
+
+def test_sft_tensors_stack_sft_examples():
+    pairs = [("a:", "ab\n"), ("b:", "b\n")]
+    inputs, targets = sft_tensors(pairs, encode, block_size=6, pad_id=0)
+    for row, (p, r) in enumerate(pairs):
+        x, y = sft_example(encode(p), encode(r), 6, 0)
+        assert torch.equal(inputs[row], x) and torch.equal(targets[row], y)
+    with pytest.raises(ValueError, match="no \\(prompt, response\\) pairs"):
+        sft_tensors([], encode, block_size=6)
+
+
+def test_train_sft_teaches_the_responses_and_is_deterministic():
+    pairs = [("a:", "ba\n"), ("b:", "ab\n")]
+    inputs, targets = sft_tensors(pairs, encode, block_size=6, pad_id=0)
+    runs = []
+    for _ in range(2):
+        model = tiny_gpt(0, vocab=len(ALPHABET)).train()
+        history = align.train_sft(model, inputs, targets, steps=150, lr=0.1, batch_size=4)
+        runs.append((model, history))
+    (model, history), (_, again) = runs
+    assert history.train_loss == again.train_loss  # same seed, same batches, same losses
+    assert history.train_loss[-1] < 0.1 * history.train_loss[0]
+    replies = align.respond(model, [p for p, _ in pairs], encode, decode, max_new_tokens=4)
+    assert replies == ["ba", "ab"]  # what it was taught, cut at the newline
+
+
+def test_train_sft_with_lora_changes_only_the_low_rank_factors():
+    inputs, targets = sft_tensors([("a:", "ba\n")], encode, block_size=6, pad_id=0)
+    model = tiny_gpt(0, vocab=len(ALPHABET)).train()
+    adapt.add_lora(model, ["attn.qkv", "mlp.fc"], rank=2)
+    before = copy.deepcopy(model.state_dict())
+    align.train_sft(model, inputs, targets, steps=5, lr=1e-2, batch_size=2)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.endswith((".A", ".B")) for k in changed)
+
+
+def test_train_sft_checks_shapes():
+    inputs, targets = sft_tensors([("a:", "ba\n")], encode, block_size=6, pad_id=0)
+    with pytest.raises(ValueError, match="one shape"):
+        align.train_sft(tiny_gpt(0, vocab=4), inputs, targets[:, :3], steps=1, lr=1e-3)
+
+
+def test_respond_is_greedy_decoding_cut_at_the_newline_whatever_the_batch():
+    model = tiny_gpt(3, vocab=len(ALPHABET), block=16, scale=1.0)
+    prompts = ["a:", "ab:", "b:", "ba:", "a:"]
+    replies = align.respond(model, prompts, encode, decode, max_new_tokens=6, batch_size=2)
+    for prompt, reply in zip(prompts, replies):
+        ids = encode(prompt)
+        for _ in range(6):  # greedy by hand: the most likely token, one at a time
+            logits, _ = model(torch.tensor([ids]))
+            ids.append(int(logits[0, -1].argmax()))
+        assert reply == decode(ids[len(prompt) :]).split("\n")[0]
+        assert align.respond(model, [prompt], encode, decode, 6) == [reply]  # alone, the same
+    with pytest.raises(ValueError, match="non-empty list"):
+        align.respond(model, "a:", encode, decode, 6)
+
+
+def test_respond_samples_reproducibly_with_a_seed():
+    model = tiny_gpt(3, vocab=len(ALPHABET), block=16, scale=0.3)
+    prompts = ["a:"] * 20
+
+    def sample(seed):
+        return align.respond(model, prompts, encode, decode, 6, greedy=False, seed=seed)
+
+    assert sample(0) == sample(0)
+    assert sample(0) != sample(1)
+    assert len(set(sample(0))) > 1  # twenty draws from one prompt are not all the same
+
+
+def test_chosen_sft_takes_the_best_score_and_prefers_fewer_steps(tmp_path, monkeypatch):
+    sweep = {
+        "methods": {
+            "full": {"0.001": {"250": 0.5, "500": 0.7}, "0.003": {"250": 0.7, "500": 0.6}},
+            "lora": {"0.01": {"250": 0.2, "500": 0.4}},
+        }
+    }
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(sweep))
+    monkeypatch.setattr(align, "SFT_SWEEP_FILE", path)
+    assert align.chosen_sft("full") == {"lr": 0.003, "steps": 250, "score": 0.7}
+    assert align.chosen_sft("lora") == {"lr": 0.01, "steps": 500, "score": 0.4}
+    with pytest.raises(ValueError, match="unknown method"):
+        align.chosen_sft("prompting")
+
+
+def test_the_stored_sweep_covers_both_methods_on_one_grid():
+    sweep = json.loads(align.SFT_SWEEP_FILE.read_text())
+    full, lora = sweep["methods"]["full"], sweep["methods"]["lora"]
+    assert set(full) == set(lora) == {f"{lr:g}" for lr in sweep["grid"]}  # the same care
+    assert all(set(full[lr]) == set(lora[lr]) for lr in full)  # the same step counts
+    for method in ("full", "lora"):
+        choice = align.chosen_sft(method)
+        best = max(v for by_steps in sweep["methods"][method].values() for v in by_steps.values())
+        assert choice["score"] == best and 0 <= best <= 1

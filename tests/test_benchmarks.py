@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,28 @@ def test_throughput_reports_the_measured_ceiling_and_the_ratio():
     out = run("throughput.py", "--steps", "2", "--rounds", "1", "--precision", "fp32")
     assert "measured matmul ceiling, fp32" in out
     assert "fmbook / transformers, both fp32" in out and "target >= 1.5" in out
+
+
+def test_tune_sft_scores_both_methods_on_one_grid(tmp_path):
+    out = tmp_path / "sweep.json"
+    run(
+        "tune_sft.py",
+        "--budget",
+        "test",
+        "--steps",
+        "2",
+        "--every",
+        "1",
+        "--grid",
+        "1e-3",
+        "--out",
+        str(out),
+    )
+    sweep = json.loads(out.read_text())
+    assert sweep["budget"] == "test" and sweep["grid"] == [1e-3]
+    for method in ("full", "lora"):
+        scores = sweep["methods"][method]["0.001"]
+        assert set(scores) == {"1", "2"} and all(0 <= v <= 1 for v in scores.values())
 
 
 def test_quality_per_second_trains_both_configurations():

@@ -90,3 +90,19 @@ def test_bad_inputs_say_what_was_expected():
         instructions(["macbeth"], 5, "night")
     with pytest.raises(ValueError, match="unknown task"):
         follows(Instruction("sing", "Sing: x\n", "x\n", "x"), "x")
+
+
+def test_splits_keep_training_tuning_and_test_plays_apart():
+    from fmbook import lm
+    from fmbook.data import instructions as inst
+
+    assert (inst.TUNING_PLAYS, inst.TEST_PLAYS) == (lm.TUNING_PLAYS, lm.TEST_PLAYS)
+    held_out = set(inst.TUNING_PLAYS) | set(inst.TEST_PLAYS)
+    assert held_out.isdisjoint(inst.TRAIN_PLAYS)
+    assert set(inst.TUNING_PLAYS).isdisjoint(inst.TEST_PLAYS)
+    data = inst.splits(5, 4, 3, n_words=50)
+    assert [len(data.train), len(data.val), len(data.test)] == [15, 12, 9]
+    assert data.words == inst.common_words(inst.lines_of(inst.TRAIN_PLAYS), 50)
+    test_lines = set(inst.lines_of(inst.TEST_PLAYS))
+    assert all(e.response.removesuffix("\n") in test_lines for e in data.test if e.task != "shout")
+    assert all(e.given in data.words for e in data.test if e.task == "word")

@@ -59,9 +59,27 @@ def test_generate_appends_and_respects_top_k_one_as_greedy():
     assert out[0, -1].item() == logits[0, -1].argmax().item()
 
 
+def test_generate_with_a_stop_token_ends_once_every_row_has_it_and_changes_nothing_before():
+    model = tiny()
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    full = model.generate(idx, 40, generator=torch.Generator().manual_seed(0))
+    stop = full[0, 5].item()  # a token the first row draws early
+    short = model.generate(idx, 40, generator=torch.Generator().manual_seed(0), stop=stop)
+    assert torch.equal(short, full[:, : short.shape[1]])  # a prefix of the run without a stop
+    new = short[:, 3:]
+    assert all((row == stop).any() for row in new)  # every row reached the stop token ...
+    assert short.shape[1] == 43 or not (new[:, :-1] == stop).any(1).all()  # ... only just now
+    never = model.generate(idx, 10, top_k=1, stop=model.config.vocab_size - 1)
+    assert never.shape[1] == 13 or (never[:, 3:] == model.config.vocab_size - 1).any(1).all()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"temperature": 0.0}, "temperature must be > 0"), ({"top_k": 0}, "top_k must be >= 1")],
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"stop": -1}, "stop must be a token id"),
+    ],
 )
 def test_generate_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

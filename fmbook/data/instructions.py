@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fmbook.data.shakespeare import plays
+from fmbook.data.shakespeare import VALIDATION_PLAYS, plays
 from fmbook.data.spelling import misspell
 
 TASKS = ("spell", "shout", "word")
@@ -36,6 +36,10 @@ LINE_CHARS = 40
 MIN_WORD = 5
 """The asked-for words have at least this many letters (which leaves out most little words)."""
 _WORD = re.compile(r"[a-z]+")
+TRAIN_PLAYS = tuple(sorted(set(p.slug for p in plays()) - set(VALIDATION_PLAYS)))
+"""The plays the book's language models were trained on: the instruction-tuning examples."""
+TUNING_PLAYS, TEST_PLAYS = VALIDATION_PLAYS[:2], VALIDATION_PLAYS[2:]
+"""The plays of :data:`fmbook.lm.TUNING_PLAYS` (choices) and :data:`fmbook.lm.TEST_PLAYS`."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,32 @@ def instructions(
         if all(len(v) == n_per_task for v in out.values()):
             break
     return [example for task in TASKS for example in out[task]]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Instructions split by whole plays: ``train`` from :data:`TRAIN_PLAYS`, ``val`` from
+    :data:`TUNING_PLAYS`, ``test`` from :data:`TEST_PLAYS`; ``words`` are the words that the
+    ``word`` task asks for, the most common of the training plays."""
+
+    train: list[Instruction]
+    val: list[Instruction]
+    test: list[Instruction]
+    words: list[str]
+
+
+def splits(n_train: int, n_val: int, n_test: int, n_words: int = 100, seed: int = 0) -> Splits:
+    """:func:`instructions` per task: ``n_train`` from the training plays, ``n_val`` from the
+    tuning plays and ``n_test`` from the test plays, all asking for the :func:`common_words`
+    ``(n_words)`` of the training plays. The three parts share no play, so no test line, and no
+    line that a choice was made on, was ever trained on."""
+    words = common_words(lines_of(TRAIN_PLAYS), n_words)
+    return Splits(
+        instructions(TRAIN_PLAYS, n_train, words, seed),
+        instructions(TUNING_PLAYS, n_val, words, seed + 1),
+        instructions(TEST_PLAYS, n_test, words, seed + 2),
+        words,
+    )
 
 
 def follows(example: Instruction, response: str) -> bool:

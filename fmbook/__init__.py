@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "adapt",
+    "align",
     "budget",
     "claims",
     "data",

@@ -21,6 +21,7 @@ write. With :math:`x` the prompt, :math:`y` the response and :math:`\pi(y \mid x
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmbook import train
+from fmbook import budget, lm, train, zoo
+from fmbook.data import instructions
 from fmbook.objectives import IGNORE_INDEX, next_token_loss
 
 SFT_RECIPE = {
@@ -328,3 +330,183 @@ def chosen_sft(method: str) -> dict:
     ]
     score, _, _, lr, steps = max(scores)
     return {"lr": float(lr), "steps": int(steps), "score": score}
+
+
+def noisy_preferences(
+    gold_a: torch.Tensor, gold_b: torch.Tensor, temperature: float, generator: torch.Generator
+) -> torch.Tensor:
+    r"""A noisy labeller's choices: ``True`` where :math:`a` is preferred to :math:`b`, drawn with
+    probability :math:`\sigma\big((g_a - g_b) / \tau\big)` (the Bradley-Terry model with gold
+    rewards :math:`g` and a temperature :math:`\tau > 0`: the smaller :math:`\tau`, the fewer the
+    mistakes; equal gold rewards are a coin toss)."""
+    if not temperature > 0:
+        raise ValueError(f"noisy_preferences: temperature must be > 0, got {temperature}")
+    if gold_a.shape != gold_b.shape or gold_a.ndim != 1:
+        raise ValueError(
+            "noisy_preferences: expected two gold rewards of one shape (N,), got "
+            f"{tuple(gold_a.shape)} and {tuple(gold_b.shape)}"
+        )
+    p = torch.sigmoid((gold_a.double() - gold_b.double()) / temperature)
+    return torch.rand(len(p), generator=generator, dtype=torch.float64) < p
+
+
+def sequences(
+    texts: Sequence[str], encode: Callable[[str], list[int]], block_size: int, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``(N, block_size)`` of ``texts``, padded with ``pad_id``, and their lengths
+    ``(N,)``: the inputs of :class:`RewardModel`."""
+    encoded = [encode(t) for t in texts]
+    if not encoded or any(not 1 <= len(ids) <= block_size for ids in encoded):
+        raise ValueError(
+            f"sequences: need at least one text, each of 1 to {block_size} tokens; lengths "
+            f"{sorted({len(ids) for ids in encoded})}"
+        )
+    ids = torch.full((len(encoded), block_size), pad_id, dtype=torch.long)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+    return ids, torch.tensor([len(t) for t in encoded])
+
+
+@torch.no_grad()
+def rewards(
+    model: RewardModel, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
+    """:math:`r(x, y)` ``(N,)`` of every sequence, in evaluation mode, on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [
+        model(ids[i : i + batch_size].to(device), lengths[i : i + batch_size].to(device)).float()
+        for i in range(0, len(ids), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(out).cpu()
+
+
+def train_reward_model(
+    model: RewardModel,
+    chosen: tuple[torch.Tensor, torch.Tensor],
+    rejected: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    val: tuple | None = None,
+    eval_every: int = 50,
+    title: str = "reward model",
+) -> train.History:
+    """Fit ``model`` to preference pairs with :func:`bradley_terry_loss`: row ``i`` of ``chosen``
+    (ids, lengths) was preferred to row ``i`` of ``rejected``. Batches of ``batch_size`` pairs are
+    drawn with replacement with ``seed``; AdamW at a constant ``lr``, no weight decay, gradient
+    norm clipped at 1.
+
+    With ``val = (chosen, rejected)`` pairs, the share of them that the model orders like the
+    labels is measured every ``eval_every`` steps (the history's ``eval_loss``), and the model
+    ends with the weights of the best measurement (early stopping on the validation pairs).
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    (w_ids, w_len), (l_ids, l_len) = chosen, rejected
+    if not (w_ids.shape == l_ids.shape and w_len.shape == l_len.shape == (len(w_ids),)):
+        raise ValueError(
+            "train_reward_model: chosen and rejected must hold the same number of sequences, "
+            f"got {tuple(w_ids.shape)} and {tuple(l_ids.shape)}"
+        )
+
+    def batch():
+        rows = torch.randint(len(w_ids), (batch_size,), generator=generator)
+        ids = torch.cat([w_ids[rows], l_ids[rows]]).to(device)
+        return ids, torch.cat([w_len[rows], l_len[rows]]).to(device)
+
+    def loss_fn(model, batch):
+        r = model(*batch)
+        return bradley_terry_loss(r[:batch_size], r[batch_size:])
+
+    best = {"accuracy": -1.0, "state": None}
+
+    def val_accuracy(model):
+        accuracy = pair_accuracy(rewards(model, *val[0]), rewards(model, *val[1]))
+        if accuracy > best["accuracy"]:
+            best.update(accuracy=accuracy, state=copy.deepcopy(model.state_dict()))
+        return accuracy
+
+    optimizer = train.adamw(model.parameters(), device, lr=lr, weight_decay=0.0)
+    history = train.fit(
+        model,
+        loss_fn,
+        batch,
+        optimizer,
+        steps,
+        eval_fn=val_accuracy if val is not None else None,
+        eval_every=eval_every if val is not None else None,
+        grad_clip=1.0,
+        title=title,
+    )
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return history
+
+
+def pair_accuracy(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> float:
+    """The share of pairs in which the chosen sequence has the higher reward (a tie counts one
+    half)."""
+    if reward_chosen.shape != reward_rejected.shape or reward_chosen.numel() == 0:
+        raise ValueError(
+            "pair_accuracy: expected two non-empty reward tensors of one shape, got "
+            f"{tuple(reward_chosen.shape)} and {tuple(reward_rejected.shape)}"
+        )
+    d = reward_chosen - reward_rejected
+    return float(((d > 0).double() + 0.5 * (d == 0).double()).mean())
+
+
+def instruct_config() -> dict:
+    """The ``gpt-instruct`` recipe at the current budget: ``gpt-shakespeare`` (its config under
+    ``"base"``) instruction-tuned by full finetuning at the rate and step count of
+    :func:`chosen_sft`, on the training examples of :func:`fmbook.data.instructions.splits`."""
+    choice = chosen_sft("full")
+    return {
+        "base": lm.gpt_config(),
+        "lr": choice["lr"],
+        "steps": budget.pick(test=60, full=choice["steps"]),
+        "n_train": budget.pick(test=300, full=SFT_RECIPE["n_train"]),
+        "batch_size": SFT_RECIPE["batch_size"],
+        "seed": SFT_RECIPE["seed"],
+    }
+
+
+def _build_instruct(config: dict) -> nn.Module:
+    return lm.build_gpt(config["base"])
+
+
+def _train_instruct(model: nn.Module, config: dict) -> dict:
+    device = next(model.parameters()).device
+    model.load_state_dict(zoo.load("gpt-shakespeare", device=device, quiet=True).state_dict())
+    tokenizer = lm.char_data().tokenizer
+    examples = instructions.splits(config["n_train"], 1, 1).train
+    inputs, targets = sft_tensors(
+        [(e.prompt, e.response) for e in examples],
+        tokenizer.encode,
+        instructions.BLOCK,
+        tokenizer.encode(" ")[0],
+    )
+    history = train_sft(
+        model,
+        inputs,
+        targets,
+        steps=config["steps"],
+        lr=config["lr"],
+        batch_size=config["batch_size"],
+        seed=config["seed"],
+        title="gpt-instruct",
+    )
+    return history.as_meta()
+
+
+INSTRUCT_RECIPE = zoo.Recipe(
+    "gpt-instruct",
+    instruct_config,
+    _build_instruct,
+    _train_instruct,
+    "gpt-shakespeare instruction-tuned on the Spell, Shout and Use examples (full finetuning)",
+)

@@ -57,6 +57,7 @@ _BUILTIN: dict[str, str] = {
     "digits-evaluator": "fmbook.digits:EVALUATOR_RECIPE",
     "ddpm-digits": "fmbook.digits:DDPM_RECIPE",
     "icl-linear": "fmbook.icl:ICL_RECIPE",
+    "gpt-instruct": "fmbook.align:INSTRUCT_RECIPE",
 }
 
 

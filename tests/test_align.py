@@ -304,3 +304,87 @@ def test_the_stored_sweep_covers_both_methods_on_one_grid():
         choice = align.chosen_sft(method)
         best = max(v for by_steps in sweep["methods"][method].values() for v in by_steps.values())
         assert choice["score"] == best and 0 <= best <= 1
+
+
+# -- preferences and the reward model -----------------------------------------------------------
+
+
+def test_noisy_preferences_follow_the_bradley_terry_probabilities():
+    n = 20000
+    gold_a = torch.tensor([2.0, 1.0, 1.5]).repeat(n)
+    gold_b = torch.tensor([1.0, 1.0, 2.0]).repeat(n)
+    tau = 0.5
+    a_wins = align.noisy_preferences(gold_a, gold_b, tau, torch.Generator().manual_seed(0))
+    rates = a_wins.double().view(n, 3).mean(0)
+    expected = torch.sigmoid(torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(rates, expected, atol=0.015, rtol=0)  # 4 standard errors
+    again = align.noisy_preferences(gold_a, gold_b, tau, torch.Generator().manual_seed(0))
+    assert torch.equal(a_wins, again)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        align.noisy_preferences(gold_a, gold_b, 0.0, torch.Generator())
+    with pytest.raises(ValueError, match="one shape"):
+        align.noisy_preferences(gold_a, gold_b[:5], 1.0, torch.Generator())
+
+
+def test_sequences_pad_and_measure():
+    ids, lengths = align.sequences(["ab\n", "a"], encode, block_size=4, pad_id=0)
+    assert ids.tolist() == [[1, 2, 0, 0], [1, 0, 0, 0]] and lengths.tolist() == [3, 1]
+    with pytest.raises(ValueError, match="1 to 4 tokens"):
+        align.sequences(["ab:ab"], encode, block_size=4)
+    with pytest.raises(ValueError, match="at least one text"):
+        align.sequences([], encode, block_size=4)
+
+
+def test_pair_accuracy_counts_ties_as_half():
+    assert align.pair_accuracy(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])) == 0.5
+    with pytest.raises(ValueError, match="non-empty"):
+        align.pair_accuracy(torch.tensor([]), torch.tensor([]))
+
+
+def test_reward_model_learns_a_preference_and_keeps_its_best_validation_weights():
+    # chosen sequences end in "b", rejected ones in "a": a preference a reward model can learn,
+    # and the opposite of what this untrained one happens to prefer
+    torch.manual_seed(0)
+    chosen = align.sequences(["ab:b", "b:b", "a:b", "ba:b"] * 4, encode, block_size=6)
+    rejected = align.sequences(["ab:a", "b:a", "a:a", "ba:a"] * 4, encode, block_size=6)
+    model = RewardModel(tiny_gpt(0, vocab=len(ALPHABET))).train()
+    assert align.pair_accuracy(align.rewards(model, *chosen), align.rewards(model, *rejected)) == 0
+    history = align.train_reward_model(
+        model,
+        chosen,
+        rejected,
+        steps=60,
+        lr=1e-2,
+        batch_size=8,
+        val=(chosen, rejected),
+        eval_every=10,
+    )
+    final = align.pair_accuracy(align.rewards(model, *chosen), align.rewards(model, *rejected))
+    assert final == max(history.eval_loss) == 1.0  # the best measurement's weights are kept
+    assert model.training  # rewards() gave the model back in the mode it found it
+    with pytest.raises(ValueError, match="same number"):
+        align.train_reward_model(
+            model, chosen, (rejected[0][:3], rejected[1][:3]), steps=1, lr=1e-3
+        )
+
+
+def test_gpt_instruct_is_notebook_ones_full_finetuning(tmp_path, monkeypatch):
+    from fmbook import lm, zoo
+    from fmbook.data import instructions
+
+    monkeypatch.setenv("FMBOOK_CACHE", str(tmp_path))
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")
+    config = align.instruct_config()
+    assert config["base"] == lm.gpt_config("test") and config["steps"] == 60
+    assert config["lr"] == align.chosen_sft("full")["lr"]
+    tuned = zoo.load("gpt-instruct", device="cpu", quiet=True)
+    # by hand, as 1_instruction_tuning does it at the test budget
+    model = copy.deepcopy(zoo.load("gpt-shakespeare", device="cpu", quiet=True))
+    tokenizer = lm.char_data().tokenizer
+    data = instructions.splits(300, 10, 20)
+    inputs, targets = sft_tensors(
+        [(e.prompt, e.response) for e in data.train], tokenizer.encode, 64, tokenizer.encode(" ")[0]
+    )
+    align.train_sft(model, inputs, targets, steps=60, lr=config["lr"], batch_size=32, seed=0)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(tuned.state_dict()[name], value)

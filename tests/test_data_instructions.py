@@ -106,3 +106,31 @@ def test_splits_keep_training_tuning_and_test_plays_apart():
     test_lines = set(inst.lines_of(inst.TEST_PLAYS))
     assert all(e.response.removesuffix("\n") in test_lines for e in data.test if e.task != "shout")
     assert all(e.given in data.words for e in data.test if e.task == "word")
+
+
+def test_rubric_scores_each_part_and_gold_reward_is_their_sum():
+    from fmbook.data import instructions as inst
+
+    known = frozenset({"the", "night", "is", "long"})
+    parts = inst.rubric("night", "The night is lnog.", known)
+    assert parts == {
+        "uses the word": 1.0,
+        "real words": 0.75,  # "lnog" is not a word of the plays
+        "no repeats": 1.0,
+        "a full line": 4 / inst.FULL_LINE_WORDS,
+    }
+    assert inst.gold_reward("night", "The night is lnog.", known) == sum(parts.values())
+    looping = inst.rubric("night", "night night night night", known)
+    assert looping["no repeats"] == 0.25 and looping["uses the word"] == 1.0
+    assert inst.rubric("day", "", known) == dict.fromkeys(inst.RUBRIC, 0.0)
+    assert inst.rubric("day", "!?", known) == dict.fromkeys(inst.RUBRIC, 0.0)  # no words at all
+    assert 0 <= inst.gold_reward("day", "a b c d e f g h", known) <= 4
+
+
+def test_known_words_are_the_training_plays_vocabulary():
+    from fmbook.data import instructions as inst
+
+    known = inst.known_words()
+    assert {"night", "sweet", "father"} <= known
+    held_out_only = set(inst.known_words(inst.TEST_PLAYS)) - known
+    assert "malvolio" in held_out_only  # a name that only Twelfth Night uses

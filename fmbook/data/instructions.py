@@ -148,6 +148,43 @@ def splits(n_train: int, n_val: int, n_test: int, n_words: int = 100, seed: int 
     )
 
 
+RUBRIC = ("uses the word", "real words", "no repeats", "a full line")
+"""The parts of :func:`rubric`, each worth at most one point."""
+FULL_LINE_WORDS = 6
+
+
+def known_words(slugs: Sequence[str] = TRAIN_PLAYS) -> frozenset[str]:
+    """Every word (:func:`words_of`) of the spoken lines of the plays ``slugs``."""
+    return frozenset(w for line in lines_of(slugs) for w in words_of(line))
+
+
+def rubric(word: str, reply: str, known: frozenset[str]) -> dict[str, float]:
+    """The gold preference of the ``Use`` task, part by part, each in [0, 1]:
+
+    * ``uses the word``: 1 if the reply contains ``word``, else 0;
+    * ``real words``: the share of the reply's words that are in ``known``;
+    * ``no repeats``: the share of its words that are distinct (1 when no word repeats);
+    * ``a full line``: its number of words over :data:`FULL_LINE_WORDS`, at most 1.
+
+    A reply without words scores 0 on every part. :func:`gold_reward` is the sum.
+    """
+    words = words_of(reply)
+    if not words:
+        return dict.fromkeys(RUBRIC, 0.0)
+    return {
+        "uses the word": float(word in words),
+        "real words": sum(w in known for w in words) / len(words),
+        "no repeats": len(set(words)) / len(words),
+        "a full line": min(len(words), FULL_LINE_WORDS) / FULL_LINE_WORDS,
+    }
+
+
+def gold_reward(word: str, reply: str, known: frozenset[str]) -> float:
+    """The gold reward of ``reply`` to ``"Use: word"``: the sum of the :func:`rubric`'s parts,
+    between 0 and 4."""
+    return sum(rubric(word, reply, known).values())
+
+
 def follows(example: Instruction, response: str) -> bool:
     """Whether ``response`` (with or without its final newline) does what ``example`` asked.
 

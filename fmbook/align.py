@@ -22,11 +22,14 @@ write. With :math:`x` the prompt, :math:`y` the response and :math:`\pi(y \mid x
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +37,7 @@ from torch import nn
 from fmbook import budget, lm, train, zoo
 from fmbook.data import instructions
 from fmbook.objectives import IGNORE_INDEX, next_token_loss
+from fmbook.runtime import seeded
 
 SFT_RECIPE = {
     "n_train": 4000,
@@ -510,3 +514,322 @@ INSTRUCT_RECIPE = zoo.Recipe(
     _train_instruct,
     "gpt-shakespeare instruction-tuned on the Spell, Shout and Use examples (full finetuning)",
 )
+
+
+# -- preferences and the reward model of notebook 2, as a zoo recipe ---------------------------
+
+PREFERENCE_RECIPE = {
+    "words": (60, 20, 20),
+    "replies": {"train": 4, "val": 2, "test": 2},
+    "seeds": {"train": 1, "val": 2, "test": 3},
+    "label_seeds": {"train": 11, "val": 12, "test": 13},
+    "tau": 0.5,
+    "lr": 3e-4,
+    "batch_size": 32,
+    "seed": 0,
+}
+"""The preference data and reward model of the alignment chapter: how the words of the ``Use``
+task split into training, validation and test words, how many replies are sampled per prompt
+(every two of them make a pair), the seeds of the prompts and replies and of the labels, the
+labellers' temperature and the reward model's optimiser. The number of prompts and of steps depend
+on the budget (:func:`reward_config`)."""
+
+
+def use_words(n_words: int = 100, seed: int = 0) -> dict[str, list[str]]:
+    """The words of the ``Use`` task (:func:`fmbook.data.instructions.splits`), shuffled with
+    ``seed`` and split into ``"train"``, ``"val"`` and ``"test"`` words in the proportions of
+    :data:`PREFERENCE_RECIPE`."""
+    words = instructions.splits(1, 1, 1, n_words=n_words).words
+    sizes = PREFERENCE_RECIPE["words"]
+    if len(words) != sum(sizes):
+        raise ValueError(f"use_words: expected {sum(sizes)} words, got {len(words)}")
+    order = np.random.default_rng(seed).permutation(len(words))
+    ends = np.cumsum(sizes)
+    return {
+        part: [words[i] for i in order[end - size : end]]
+        for part, size, end in zip(("train", "val", "test"), sizes, ends)
+    }
+
+
+def sample_pairs(
+    policy: nn.Module,
+    words: Sequence[str],
+    n_prompts: int,
+    k: int,
+    seed: int,
+    tokenizer,
+    known: frozenset[str],
+) -> dict:
+    """Prompts ``"Use: w\\n"`` for ``n_prompts`` words drawn from ``words`` with ``seed``, ``k``
+    replies sampled from ``policy`` (temperature 1, :func:`respond` with ``seed``) to each, and
+    every two replies to one prompt as a pair ``a``, ``b`` with their gold rewards.
+
+    Returns lists ``"word"``, ``"prompt"``, ``"a"``, ``"b"`` and tensors ``"gold_a"``,
+    ``"gold_b"``, one entry per pair.
+    """
+    if k < 2 or n_prompts < 1:
+        raise ValueError(f"sample_pairs: need k >= 2 and n_prompts >= 1, got {k}, {n_prompts}")
+    rng = np.random.default_rng(seed)
+    asked = [words[i] for i in rng.integers(len(words), size=n_prompts)]
+    prompts = [f"Use: {w}\n" for w in asked for _ in range(k)]
+    replies = respond(
+        policy,
+        prompts,
+        tokenizer.encode,
+        tokenizer.decode,
+        SFT_RECIPE["max_new_tokens"],
+        greedy=False,
+        seed=seed,
+    )
+    out = {"word": [], "prompt": [], "a": [], "b": []}
+    for p, w in enumerate(asked):
+        for a, b in itertools.combinations(replies[p * k : (p + 1) * k], 2):
+            for key, value in zip(out, (w, f"Use: {w}\n", a, b)):
+                out[key].append(value)
+    for side in "ab":
+        gold = [instructions.gold_reward(w, r, known) for w, r in zip(out["word"], out[side])]
+        out[f"gold_{side}"] = torch.tensor(gold)
+    return out
+
+
+def label_pairs(pairs: dict, tau: float, seed: int, tokenizer) -> dict:
+    """Noisy labels (:func:`noisy_preferences` with ``tau`` and ``seed``) for :func:`sample_pairs`:
+    ``"chosen"`` and ``"rejected"`` sequences ``prompt + reply + "\\n"`` as :func:`sequences`
+    (ids, lengths), and ``"gold_margin"``, the chosen reply's gold reward minus the rejected
+    one's."""
+    a_wins = noisy_preferences(
+        pairs["gold_a"], pairs["gold_b"], tau, torch.Generator().manual_seed(seed)
+    )
+    triples = list(zip(pairs["prompt"], pairs["a"], pairs["b"], a_wins.tolist()))
+    chosen = [x + (a if w else b) + "\n" for x, a, b, w in triples]
+    rejected = [x + (b if w else a) + "\n" for x, a, b, w in triples]
+    pad_id = tokenizer.encode(" ")[0]
+    margin = torch.where(
+        a_wins, pairs["gold_a"] - pairs["gold_b"], pairs["gold_b"] - pairs["gold_a"]
+    )
+    return {
+        "chosen": sequences(chosen, tokenizer.encode, instructions.BLOCK, pad_id),
+        "rejected": sequences(rejected, tokenizer.encode, instructions.BLOCK, pad_id),
+        "gold_margin": margin,
+    }
+
+
+def reward_config() -> dict:
+    """The ``gpt-reward`` recipe at the current budget: :data:`PREFERENCE_RECIPE` with the number
+    of prompts per part, the steps and the validation interval of notebook 2, and the
+    ``gpt-instruct`` recipe it starts from (under ``"policy"``)."""
+    return {
+        **PREFERENCE_RECIPE,
+        "policy": instruct_config(),
+        "prompts": {
+            "train": budget.pick(test=50, full=2000),
+            "val": budget.pick(test=100, full=1000),
+            "test": budget.pick(test=100, full=1000),
+        },
+        "steps": budget.pick(test=30, full=600),
+        "eval_every": budget.pick(test=10, full=50),
+    }
+
+
+def _build_reward(config: dict) -> nn.Module:
+    return RewardModel(lm.build_gpt(config["policy"]["base"]))
+
+
+def _train_reward(model: RewardModel, config: dict) -> dict:
+    device = next(model.parameters()).device
+    policy = zoo.load("gpt-instruct", device=device, quiet=True)
+    model.trunk.load_state_dict(policy.state_dict())
+    with seeded(config["seed"]):  # the head starts where notebook 2's does, after seed(0)
+        model.head.reset_parameters()
+    tokenizer, known, words = lm.char_data().tokenizer, instructions.known_words(), use_words()
+    labelled = {}
+    for part in ("train", "val"):
+        pairs = sample_pairs(
+            policy,
+            words[part],
+            config["prompts"][part],
+            config["replies"][part],
+            config["seeds"][part],
+            tokenizer,
+            known,
+        )
+        labelled[part] = label_pairs(pairs, config["tau"], config["label_seeds"][part], tokenizer)
+    history = train_reward_model(
+        model,
+        labelled["train"]["chosen"],
+        labelled["train"]["rejected"],
+        val=(labelled["val"]["chosen"], labelled["val"]["rejected"]),
+        steps=config["steps"],
+        lr=config["lr"],
+        batch_size=config["batch_size"],
+        seed=config["seed"],
+        eval_every=config["eval_every"],
+        title="gpt-reward",
+    )
+    return dict(history.as_meta(), eval_step=history.eval_step, eval_loss=history.eval_loss)
+
+
+REWARD_RECIPE = zoo.Recipe(
+    "gpt-reward",
+    reward_config,
+    _build_reward,
+    _train_reward,
+    "the reward model of notebook 2: gpt-instruct with a scalar head, trained on noisy "
+    "preferences between its sampled replies to Use prompts",
+)
+
+
+# -- optimising against the reward: best-of-n and RL with a KL penalty --------------------------
+
+
+def best_of_n_kl(n: int) -> float:
+    r""":math:`\log n - \frac{n - 1}{n}`: the KL divergence from the policy to its best-of-``n``
+    (the reply of highest reward among ``n`` samples) when no two samples tie in reward, and an
+    upper bound on it otherwise (Beirami et al. 2024)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"best_of_n_kl: n must be a positive int, got {n!r}")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices ``(P, N // n)`` into the last axis of ``scores`` ``(P, N)``: each consecutive group
+    of ``n`` samples of a prompt gives the index of its highest score (the first on a tie)."""
+    if scores.ndim != 2 or n < 1 or scores.shape[1] % n:
+        raise ValueError(
+            f"best_of_n: expected scores (P, N) with N a multiple of n, got "
+            f"{tuple(scores.shape)} and n={n}"
+        )
+    groups = scores.view(scores.shape[0], -1, n)
+    return groups.argmax(-1) + n * torch.arange(groups.shape[1], device=scores.device)
+
+
+def reinforce_loss(
+    log_probs: torch.Tensor,
+    reward: torch.Tensor,
+    reference_log_probs: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    r"""REINFORCE with a baseline on the KL-penalised reward of sampled replies ``(B,)``.
+
+    With :math:`R_i = r(x_i, y_i) - \beta\,[\log\pi(y_i \mid x_i) - \log\pi_\text{ref}(y_i \mid
+    x_i)]` (Stiennon et al. 2020, eq. 2) and the batch's mean :math:`\bar R` as the baseline,
+
+    .. math::
+        \mathcal{L} = -\frac{1}{B}\sum_i (R_i - \bar R)\,\log \pi(y_i \mid x_i),
+
+    where :math:`R_i - \bar R` is a constant (no gradient flows through it). Its gradient is an
+    estimate of :math:`-\nabla\,\mathbb{E}_{y \sim \pi}[R]` (Williams 1992).
+    """
+    if not beta >= 0:
+        raise ValueError(f"reinforce_loss: beta must be >= 0, got {beta}")
+    if not log_probs.shape == reward.shape == reference_log_probs.shape or log_probs.ndim != 1:
+        raise ValueError(
+            "reinforce_loss: expected log-probabilities, rewards and reference log-probabilities "
+            f"of one shape (B,), got {tuple(log_probs.shape)}, {tuple(reward.shape)} and "
+            f"{tuple(reference_log_probs.shape)}"
+        )
+    penalised = (reward - beta * (log_probs - reference_log_probs)).detach()
+    return -((penalised - penalised.mean()) * log_probs).mean()
+
+
+def reply_tensors(
+    prompts: Sequence[str], replies: Sequence[str], tokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sft_tensors` of ``prompt`` and ``reply + "\\n"``: the inputs and targets whose
+    response tokens are the reply and the newline that ends it."""
+    pairs = [(p, r + "\n") for p, r in zip(prompts, replies, strict=True)]
+    return sft_tensors(pairs, tokenizer.encode, instructions.BLOCK, tokenizer.encode(" ")[0])
+
+
+@torch.no_grad()
+def reply_kl(
+    policy: nn.Module,
+    reference: nn.Module,
+    prompts: Sequence[str],
+    replies: Sequence[str],
+    tokenizer,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """:func:`kl_per_token` ``(N,)`` of each reply (with its newline), on the CPU: averaged over
+    replies sampled from ``policy``, an estimate of :math:`\\mathrm{KL}(\\pi \\,\\|\\,
+    \\pi_\\text{ref})` per reply."""
+    x, y = reply_tensors(prompts, replies, tokenizer)
+    device = next(policy.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        out.append(kl_per_token(policy(xb)[0], reference(xb)[0], yb).cpu())
+    return torch.cat(out)
+
+
+def train_rl(
+    policy: nn.Module,
+    reference: nn.Module,
+    reward_model: RewardModel,
+    prompts: Sequence[str],
+    tokenizer,
+    *,
+    steps: int,
+    lr: float,
+    beta: float,
+    batch_size: int = 64,
+    seed: int = 0,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    eval_every: int | None = None,
+    title: str = "RL with a KL penalty",
+) -> train.History:
+    """Tune ``policy`` to maximise :math:`\\mathbb{E}[r] - \\beta\\,\\mathrm{KL}(\\pi \\,\\|\\,
+    \\pi_\\text{ref})` with :func:`reinforce_loss`.
+
+    Each step draws ``batch_size`` prompts from ``prompts`` (with replacement, a generator seeded
+    with ``seed``), samples one reply to each from the current policy at temperature 1
+    (:func:`respond`), scores it with ``reward_model`` and ``reference``, and takes one AdamW step
+    (constant ``lr``, no weight decay, gradient norm clipped at 1). ``eval_fn`` as in
+    :func:`fmbook.train.fit`. The loss is a surrogate whose value says nothing of progress (its
+    gradient is what matters), so no loss curve is drawn: measure the policy with ``eval_fn``.
+    """
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("train_rl: prompts must be a non-empty list of strings")
+    device = next(policy.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch():
+        rows = torch.randint(len(prompts), (batch_size,), generator=generator).tolist()
+        asked = [prompts[i] for i in rows]
+        draw = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        replies = respond(
+            policy,
+            asked,
+            tokenizer.encode,
+            tokenizer.decode,
+            SFT_RECIPE["max_new_tokens"],
+            greedy=False,
+            seed=draw,
+        )
+        texts = [p + r + "\n" for p, r in zip(asked, replies)]
+        reward = rewards(
+            reward_model,
+            *sequences(texts, tokenizer.encode, instructions.BLOCK, tokenizer.encode(" ")[0]),
+        )
+        x, y = (t.to(device) for t in reply_tensors(asked, replies, tokenizer))
+        with torch.no_grad():
+            reference_log_probs = sequence_log_prob(reference, x, y)
+        return x, y, reward.to(device), reference_log_probs
+
+    def loss_fn(model, xy):
+        x, y, reward, reference_log_probs = xy
+        return reinforce_loss(sequence_log_prob(model, x, y), reward, reference_log_probs, beta)
+
+    optimizer = train.adamw(policy.parameters(), device, lr=lr, weight_decay=0.0)
+    return train.fit(
+        policy,
+        loss_fn,
+        batch,
+        optimizer,
+        steps,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        grad_clip=1.0,
+        plot=False,
+        title=title,
+    )

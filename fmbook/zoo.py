@@ -58,6 +58,7 @@ _BUILTIN: dict[str, str] = {
     "ddpm-digits": "fmbook.digits:DDPM_RECIPE",
     "icl-linear": "fmbook.icl:ICL_RECIPE",
     "gpt-instruct": "fmbook.align:INSTRUCT_RECIPE",
+    "gpt-reward": "fmbook.align:REWARD_RECIPE",
 }
 
 

@@ -388,3 +388,168 @@ def test_gpt_instruct_is_notebook_ones_full_finetuning(tmp_path, monkeypatch):
     align.train_sft(model, inputs, targets, steps=60, lr=config["lr"], batch_size=32, seed=0)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(tuned.state_dict()[name], value)
+
+
+def test_gpt_reward_is_notebook_twos_reward_model(tmp_path, monkeypatch):
+    import numpy as np
+
+    from fmbook import lm, zoo
+    from fmbook.data import instructions as inst
+    from fmbook.runtime import seed
+
+    monkeypatch.setenv("FMBOOK_CACHE", str(tmp_path))
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")
+    config = align.reward_config()
+    assert config["steps"] == 30 and config["prompts"] == {"train": 50, "val": 100, "test": 100}
+    trained = zoo.load("gpt-reward", device="cpu", quiet=True)
+    # by hand, as 2_reward_model does it at the test budget (the test pairs are not needed)
+    seed(0)
+    policy = zoo.load("gpt-instruct", device="cpu", quiet=True)
+    tokenizer, known = lm.char_data().tokenizer, inst.known_words()
+    words = inst.splits(1, 1, 1).words
+    order = np.random.default_rng(0).permutation(len(words))
+    split = {"train": [words[i] for i in order[:60]], "val": [words[i] for i in order[60:80]]}
+    assert split == {part: w for part, w in align.use_words().items() if part != "test"}
+    k, n_prompts = {"train": 4, "val": 2}, {"train": 50, "val": 100}
+    labelled = {}
+    for seed_, part in enumerate(k, start=1):
+        rng = np.random.default_rng(seed_)
+        asked = [split[part][i] for i in rng.integers(len(split[part]), size=n_prompts[part])]
+        prompts = [f"Use: {w}\n" for w in asked for _ in range(k[part])]
+        replies = align.respond(
+            policy, prompts, tokenizer.encode, tokenizer.decode, 41, greedy=False, seed=seed_
+        )
+        a, b, x, gold = [], [], [], {"a": [], "b": []}
+        for p, w in enumerate(asked):
+            for ra, rb in itertools.combinations(replies[p * k[part] : (p + 1) * k[part]], 2):
+                a.append(ra), b.append(rb), x.append(f"Use: {w}\n")
+                gold["a"].append(inst.gold_reward(w, ra, known))
+                gold["b"].append(inst.gold_reward(w, rb, known))
+        wins = align.noisy_preferences(
+            torch.tensor(gold["a"]),
+            torch.tensor(gold["b"]),
+            0.5,
+            torch.Generator().manual_seed(10 + seed_),
+        )
+        chosen = [p + (ra if w else rb) + "\n" for p, ra, rb, w in zip(x, a, b, wins)]
+        rejected = [p + (rb if w else ra) + "\n" for p, ra, rb, w in zip(x, a, b, wins)]
+        labelled[part] = [
+            align.sequences(t, tokenizer.encode, 64, tokenizer.encode(" ")[0])
+            for t in (chosen, rejected)
+        ]
+    model = RewardModel(copy.deepcopy(policy))
+    align.train_reward_model(
+        model,
+        *labelled["train"],
+        val=tuple(labelled["val"]),
+        steps=30,
+        lr=3e-4,
+        batch_size=32,
+        eval_every=10,
+        seed=0,
+    )
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[name], value)
+
+
+# -- optimising against a reward: best-of-n and REINFORCE with a KL penalty --------------------
+
+
+def exact_best_of_n_kl(n: int, m: int) -> float:
+    """KL(best-of-n || uniform) over m outcomes with distinct rewards, from the best-of-n law:
+    the outcome of rank k (1 = worst) wins with probability (k/m)^n - ((k-1)/m)^n."""
+    k = torch.arange(1, m + 1, dtype=torch.float64)
+    p = (k / m) ** n - ((k - 1) / m) ** n
+    p = p[p > 0]
+    return float((p * torch.log(p * m)).sum())
+
+
+def test_best_of_n_kl_bounds_the_exact_kl_and_is_reached_without_ties():
+    assert align.best_of_n_kl(1) == 0.0
+    for n in (2, 4, 16):
+        bound = align.best_of_n_kl(n)
+        for m in (3, 10, 100):  # few outcomes: many repeats among the n samples
+            assert exact_best_of_n_kl(n, m) <= bound + 1e-12
+        assert abs(exact_best_of_n_kl(n, 100_000) - bound) < 1e-3
+    with pytest.raises(ValueError, match="positive int"):
+        align.best_of_n_kl(0)
+
+
+def test_best_of_n_picks_the_highest_score_of_each_group():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [3.0, 1.0, 2.0, 4.0]])
+    assert align.best_of_n(scores, 1).tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert align.best_of_n(scores, 2).tolist() == [[1, 2], [0, 3]]
+    assert align.best_of_n(scores, 4).tolist() == [[1], [3]]
+    with pytest.raises(ValueError, match="multiple of n"):
+        align.best_of_n(scores, 3)
+
+
+def test_reinforce_loss_by_hand_and_its_gradient():
+    log_probs = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    reward, reference = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([-1.5, -2.0, -2.0])
+    beta = 0.5
+    penalised = reward - beta * (log_probs.detach() - reference)  # 0.75, 0, 2.5
+    advantage = penalised - penalised.mean()
+    loss = align.reinforce_loss(log_probs, reward, reference, beta)
+    torch.testing.assert_close(loss, -(advantage * log_probs.detach()).mean())
+    loss.backward()  # the penalised reward is a constant: d loss / d log pi_i = -A_i / B
+    torch.testing.assert_close(log_probs.grad, -advantage / 3)
+    # equal rewards: the reply that moved furthest from the reference is pushed back
+    log_probs = torch.tensor([-1.0, -2.0], requires_grad=True)
+    align.reinforce_loss(log_probs, torch.zeros(2), torch.tensor([-2.0, -2.0]), 1.0).backward()
+    assert log_probs.grad[0] > 0 > log_probs.grad[1]  # descent lowers log pi of reply 0
+    with pytest.raises(ValueError, match="beta"):
+        align.reinforce_loss(log_probs, torch.zeros(2), torch.zeros(2), -1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        align.reinforce_loss(log_probs, torch.zeros(3), torch.zeros(2), 0.1)
+
+
+class CharTokenizer:
+    alphabet = "\n ab:"
+
+    def encode(self, text):
+        return [self.alphabet.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(self.alphabet[i] for i in ids)
+
+
+class ShortIsBetter(torch.nn.Module):
+    """A stand-in reward model: minus the length of the sequence, in tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids, lengths):
+        return -lengths.float() + 0 * self.unused
+
+
+def test_train_rl_raises_the_reward_and_the_kl_penalty_keeps_the_policy_near():
+    tokenizer, prompts = CharTokenizer(), ["a:", "b:"]
+    reference = tiny_gpt(5, vocab=5, block=64)
+
+    def tuned(beta):
+        policy = copy.deepcopy(reference)
+        align.train_rl(
+            policy, reference, ShortIsBetter(), prompts, tokenizer,
+            steps=25, lr=3e-2, beta=beta, batch_size=32, seed=0,
+        )  # fmt: skip
+        return policy.eval()
+
+    def measure(policy):
+        asked = prompts * 100
+        replies = align.respond(
+            policy, asked, tokenizer.encode, tokenizer.decode, 41, greedy=False, seed=1
+        )
+        kl = align.reply_kl(policy, reference, asked, replies, tokenizer).mean().item()
+        return sum(map(len, replies)) / len(replies), kl
+
+    length_before, _ = measure(reference)
+    free, leashed = tuned(0.0), tuned(1.0)
+    (length_free, kl_free), (length_leashed, kl_leashed) = measure(free), measure(leashed)
+    assert length_free < 0.5 * length_before  # the reward asked for short replies
+    assert length_free <= length_leashed < length_before  # the leashed policy learned it too
+    assert kl_leashed < kl_free  # and the penalty kept it closer
+    for name, value in tuned(0.0).state_dict().items():  # and the run is reproducible
+        torch.testing.assert_close(free.state_dict()[name], value)

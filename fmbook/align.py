@@ -595,8 +595,8 @@ def sample_pairs(
 def label_pairs(pairs: dict, tau: float, seed: int, tokenizer) -> dict:
     """Noisy labels (:func:`noisy_preferences` with ``tau`` and ``seed``) for :func:`sample_pairs`:
     ``"chosen"`` and ``"rejected"`` sequences ``prompt + reply + "\\n"`` as :func:`sequences`
-    (ids, lengths), and ``"gold_margin"``, the chosen reply's gold reward minus the rejected
-    one's."""
+    (ids, lengths); ``"gold_margin"``, the chosen reply's gold reward minus the rejected one's;
+    and the texts: ``"prompt"``, ``"chosen_reply"``, ``"rejected_reply"``."""
     a_wins = noisy_preferences(
         pairs["gold_a"], pairs["gold_b"], tau, torch.Generator().manual_seed(seed)
     )
@@ -611,6 +611,9 @@ def label_pairs(pairs: dict, tau: float, seed: int, tokenizer) -> dict:
         "chosen": sequences(chosen, tokenizer.encode, instructions.BLOCK, pad_id),
         "rejected": sequences(rejected, tokenizer.encode, instructions.BLOCK, pad_id),
         "gold_margin": margin,
+        "prompt": list(pairs["prompt"]),
+        "chosen_reply": [a if w else b for _, a, b, w in triples],
+        "rejected_reply": [b if w else a for _, a, b, w in triples],
     }
 
 
@@ -833,3 +836,153 @@ def train_rl(
         plot=False,
         title=title,
     )
+
+
+def train_dpo(
+    policy: nn.Module,
+    reference: nn.Module,
+    chosen: tuple[torch.Tensor, torch.Tensor],
+    rejected: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    beta: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    eval_every: int | None = None,
+    title: str = "DPO",
+) -> train.History:
+    """Tune ``policy`` on preference pairs with :func:`dpo_loss`: row ``i`` of ``chosen``
+    (inputs, targets of :func:`reply_tensors`) was preferred to row ``i`` of ``rejected``.
+
+    Batches of ``batch_size`` pairs are drawn with replacement with ``seed``; the reference's
+    log-probabilities are computed for each batch without a gradient. AdamW at a constant
+    ``lr``, no weight decay, gradient norm clipped at 1; ``eval_fn`` as in
+    :func:`fmbook.train.fit`.
+    """
+    (w_x, w_y), (l_x, l_y) = chosen, rejected
+    if not w_x.shape == w_y.shape == l_x.shape == l_y.shape or w_x.ndim != 2:
+        raise ValueError(
+            "train_dpo: chosen and rejected must be (inputs, targets) of one shape (N, T), got "
+            f"{tuple(w_x.shape)}, {tuple(w_y.shape)}, {tuple(l_x.shape)} and {tuple(l_y.shape)}"
+        )
+    device = next(policy.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch():
+        rows = torch.randint(len(w_x), (batch_size,), generator=generator)
+        x = torch.cat([w_x[rows], l_x[rows]]).to(device)
+        y = torch.cat([w_y[rows], l_y[rows]]).to(device)
+        with torch.no_grad():
+            reference_log_probs = sequence_log_prob(reference, x, y)
+        return x, y, reference_log_probs
+
+    def loss_fn(model, batch):
+        x, y, ref = batch
+        log_probs = sequence_log_prob(model, x, y)
+        b = batch_size
+        return dpo_loss(log_probs[:b], log_probs[b:], ref[:b], ref[b:], beta)
+
+    optimizer = train.adamw(policy.parameters(), device, lr=lr, weight_decay=0.0)
+    return train.fit(
+        policy,
+        loss_fn,
+        batch,
+        optimizer,
+        steps,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        grad_clip=1.0,
+        title=title,
+    )
+
+
+# -- RL, DPO and best-of-n compared: the settings of notebook 4 and the sweep's choice ----------
+
+ALIGN_RECIPE = {
+    "steps": 80,
+    "lr": 3e-4,
+    "rl_batch": 64,
+    "dpo_batch": 32,
+    "seed": 0,
+    "n_val": 150,
+    "n_test": 300,
+}
+"""Optimising against preferences in the alignment chapter: RL (:func:`train_rl`) and DPO
+(:func:`train_dpo`) take the same number of steps at the same learning rate, each step on 64
+sequences (64 sampled replies, or 32 pairs); they are measured on ``n_val`` prompts about the
+validation words and ``n_test`` about the test words (:func:`use_prompts`)."""
+ALIGN_SWEEP_FILE = Path(__file__).parent / "data" / "align_sweep.json"
+"""The validation measurements of ``benchmarks/tune_align.py``."""
+PROMPT_SEEDS = {"val": 21, "test": 22}
+
+
+def use_prompts(part: str, n: int) -> tuple[list[str], list[str]]:
+    """``n`` words drawn (with replacement, seeded per part) from the ``part`` words of
+    :func:`use_words`, and their prompts ``"Use: w\\n"``."""
+    if part not in PROMPT_SEEDS:
+        raise ValueError(f"use_prompts: part must be one of {sorted(PROMPT_SEEDS)}, got {part!r}")
+    words = use_words()[part]
+    rng = np.random.default_rng(PROMPT_SEEDS[part])
+    asked = [words[i] for i in rng.integers(len(words), size=n)]
+    return asked, [f"Use: {w}\n" for w in asked]
+
+
+def preference_data(policy: nn.Module, part: str, tokenizer, known: frozenset[str]) -> dict:
+    """The labelled pairs of ``part`` as the ``gpt-reward`` recipe builds them (:func:`sample_pairs`
+    and :func:`label_pairs` with the seeds and sizes of :func:`reward_config`), with ``"chosen"``
+    and ``"rejected"`` also as :func:`reply_tensors` (inputs, targets) for :func:`train_dpo`."""
+    config = reward_config()
+    pairs = sample_pairs(
+        policy,
+        use_words()[part],
+        config["prompts"][part],
+        config["replies"][part],
+        config["seeds"][part],
+        tokenizer,
+        known,
+    )
+    labelled = label_pairs(pairs, config["tau"], config["label_seeds"][part], tokenizer)
+    return {
+        **labelled,
+        "chosen": reply_tensors(labelled["prompt"], labelled["chosen_reply"], tokenizer),
+        "rejected": reply_tensors(labelled["prompt"], labelled["rejected_reply"], tokenizer),
+    }
+
+
+def load_alignment_sweep() -> dict:
+    """The measurements of ``benchmarks/tune_align.py``: ``sweep["methods"][method]`` maps each
+    beta to ``{steps: {"gold", "kl"}}`` for ``"rl"`` and ``"dpo"``, and each n to
+    ``{"gold", "kl"}`` for ``"best_of_n"``."""
+    return json.loads(ALIGN_SWEEP_FILE.read_text(encoding="utf-8"))
+
+
+def chosen_alignment(method: str, kl_budget: float) -> dict:
+    """The setting of ``method`` (``"rl"``, ``"dpo"`` or ``"best_of_n"``) with the highest mean
+    gold reward on the validation prompts among those at most ``kl_budget`` nats from
+    ``gpt-instruct`` there, in ``benchmarks/tune_align.py``'s sweep (ties: the fewer steps or the
+    smaller n, then the larger beta): ``{"beta", "steps", "gold", "kl"}`` for RL and DPO,
+    ``{"n", "gold", "kl"}`` for best-of-n."""
+    sweep = load_alignment_sweep()
+    if method not in sweep["methods"]:
+        raise ValueError(
+            f"chosen_alignment: unknown method {method!r}; swept: {sorted(sweep['methods'])}"
+        )
+    runs = sweep["methods"][method]
+    if method == "best_of_n":
+        candidates = [
+            (m["gold"], -int(n), {"n": int(n), **m})
+            for n, m in runs.items()
+            if m["kl"] <= kl_budget
+        ]
+    else:
+        candidates = [
+            (m["gold"], -int(steps), float(beta), {"beta": float(beta), "steps": int(steps), **m})
+            for beta, by_steps in runs.items()
+            for steps, m in by_steps.items()
+            if m["kl"] <= kl_budget and int(steps) > 0
+        ]
+    if not candidates:
+        raise ValueError(f"chosen_alignment: no {method} setting within {kl_budget} nats")
+    return max(candidates, key=lambda c: c[:-1])[-1]

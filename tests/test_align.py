@@ -553,3 +553,75 @@ def test_train_rl_raises_the_reward_and_the_kl_penalty_keeps_the_policy_near():
     assert kl_leashed < kl_free  # and the penalty kept it closer
     for name, value in tuned(0.0).state_dict().items():  # and the run is reproducible
         torch.testing.assert_close(free.state_dict()[name], value)
+
+
+def test_train_dpo_prefers_the_chosen_replies_and_is_reproducible():
+    tokenizer = CharTokenizer()
+    prompts = ["a:", "b:"] * 8
+    chosen = align.reply_tensors(prompts, ["ab", "ba"] * 8, tokenizer)
+    rejected = align.reply_tensors(prompts, ["aa", "bb"] * 8, tokenizer)
+    reference = tiny_gpt(6, vocab=5, block=64)
+
+    def tuned():
+        policy = copy.deepcopy(reference)
+        align.train_dpo(
+            policy, reference, chosen, rejected, steps=30, lr=1e-2, beta=0.5, batch_size=8
+        )
+        return policy.eval()
+
+    def margin(model):  # mean log pi(chosen) - log pi(rejected)
+        with torch.no_grad():
+            return (sequence_log_prob(model, *chosen) - sequence_log_prob(model, *rejected)).mean()
+
+    policy = tuned()
+    assert margin(policy) > margin(reference) + 2.0
+    for name, value in tuned().state_dict().items():
+        torch.testing.assert_close(policy.state_dict()[name], value)
+    with pytest.raises(ValueError, match="one shape"):
+        align.train_dpo(
+            policy, reference, chosen, (rejected[0][:3], rejected[1][:3]), steps=1, lr=1e-3, beta=1
+        )
+
+
+def test_chosen_alignment_keeps_to_the_kl_budget(tmp_path, monkeypatch):
+    sweep = {
+        "methods": {
+            "rl": {
+                "0.1": {"0": {"gold": 3.0, "kl": 0.0}, "10": {"gold": 3.4, "kl": 2.0}},
+                "0.01": {"10": {"gold": 3.4, "kl": 1.0}, "20": {"gold": 3.6, "kl": 5.0}},
+            },
+            "best_of_n": {"1": {"gold": 3.0, "kl": 0.0}, "4": {"gold": 3.2, "kl": 0.64}},
+        }
+    }
+    monkeypatch.setattr(align, "ALIGN_SWEEP_FILE", tmp_path / "sweep.json")
+    align.ALIGN_SWEEP_FILE.write_text(json.dumps(sweep))
+    assert align.chosen_alignment("rl", 6.0) == {"beta": 0.01, "steps": 20, "gold": 3.6, "kl": 5.0}
+    # a tie at 3.4: the same steps, so the larger beta
+    assert align.chosen_alignment("rl", 3.0)["beta"] == 0.1
+    assert align.chosen_alignment("best_of_n", 0.5) == {"n": 1, "gold": 3.0, "kl": 0.0}
+    with pytest.raises(ValueError, match="no rl setting"):
+        align.chosen_alignment("rl", 0.5)  # step 0 is the starting model, not a setting
+    with pytest.raises(ValueError, match="unknown method"):
+        align.chosen_alignment("ppo", 1.0)
+
+
+def test_use_prompts_draw_from_their_own_words():
+    words = align.use_words()
+    assert sorted(map(len, words.values())) == [20, 20, 60]
+    assert not set(words["train"]) & set(words["test"])
+    asked, prompts = align.use_prompts("test", 50)
+    assert set(asked) <= set(words["test"]) and prompts[0] == f"Use: {asked[0]}\n"
+    assert align.use_prompts("test", 50) == (asked, prompts)
+    with pytest.raises(ValueError, match="part"):
+        align.use_prompts("train", 5)
+
+
+def test_the_stored_alignment_sweep_gives_rl_and_dpo_the_same_steps():
+    sweep = align.load_alignment_sweep()
+    assert sweep["budget"] == "full"
+    rl, dpo = sweep["methods"]["rl"], sweep["methods"]["dpo"]
+    assert len(rl) == len(dpo) == 4
+    steps = {tuple(by_steps) for by_steps in [*rl.values(), *dpo.values()]}
+    assert len(steps) == 1 and int(max(next(iter(steps)), key=int)) == align.ALIGN_RECIPE["steps"]
+    for method in ("rl", "dpo", "best_of_n"):
+        assert align.chosen_alignment(method, 4.0)["kl"] <= 4.0

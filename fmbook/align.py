@@ -686,9 +686,10 @@ REWARD_RECIPE = zoo.Recipe(
 
 
 def best_of_n_kl(n: int) -> float:
-    r""":math:`\log n - \frac{n - 1}{n}`: the KL divergence from the policy to its best-of-``n``
-    (the reply of highest reward among ``n`` samples) when no two samples tie in reward, and an
-    upper bound on it otherwise (Beirami et al. 2024)."""
+    r""":math:`\log n - \frac{n - 1}{n}`: an upper bound on the KL divergence from the policy to
+    its best-of-``n`` (the reply of highest reward among ``n`` samples), the value Stiennon et al.
+    (2020) used for it. It is close to the true divergence when no single output is likely to
+    recur among the ``n`` samples, and loose when one is (Beirami et al. 2024)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"best_of_n_kl: n must be a positive int, got {n!r}")
     return math.log(n) - (n - 1) / n
@@ -715,7 +716,7 @@ def reinforce_loss(
     r"""REINFORCE with a baseline on the KL-penalised reward of sampled replies ``(B,)``.
 
     With :math:`R_i = r(x_i, y_i) - \beta\,[\log\pi(y_i \mid x_i) - \log\pi_\text{ref}(y_i \mid
-    x_i)]` (Stiennon et al. 2020, eq. 2) and the batch's mean :math:`\bar R` as the baseline,
+    x_i)]` (Stiennon et al. 2020, section 3.4) and the batch's mean :math:`\bar R` as the baseline,
 
     .. math::
         \mathcal{L} = -\frac{1}{B}\sum_i (R_i - \bar R)\,\log \pi(y_i \mid x_i),
@@ -931,8 +932,10 @@ def use_prompts(part: str, n: int) -> tuple[list[str], list[str]]:
 
 def preference_data(policy: nn.Module, part: str, tokenizer, known: frozenset[str]) -> dict:
     """The labelled pairs of ``part`` as the ``gpt-reward`` recipe builds them (:func:`sample_pairs`
-    and :func:`label_pairs` with the seeds and sizes of :func:`reward_config`), with ``"chosen"``
-    and ``"rejected"`` also as :func:`reply_tensors` (inputs, targets) for :func:`train_dpo`."""
+    and :func:`label_pairs` with the seeds and sizes of :func:`reward_config`): ``"chosen"`` and
+    ``"rejected"`` as the reward model reads them (ids, lengths), and ``"chosen_tokens"`` and
+    ``"rejected_tokens"`` as a policy reads them, the (inputs, targets) of :func:`reply_tensors`
+    for :func:`sequence_log_prob` and :func:`train_dpo`."""
     config = reward_config()
     pairs = sample_pairs(
         policy,
@@ -946,8 +949,8 @@ def preference_data(policy: nn.Module, part: str, tokenizer, known: frozenset[st
     labelled = label_pairs(pairs, config["tau"], config["label_seeds"][part], tokenizer)
     return {
         **labelled,
-        "chosen": reply_tensors(labelled["prompt"], labelled["chosen_reply"], tokenizer),
-        "rejected": reply_tensors(labelled["prompt"], labelled["rejected_reply"], tokenizer),
+        "chosen_tokens": reply_tensors(labelled["prompt"], labelled["chosen_reply"], tokenizer),
+        "rejected_tokens": reply_tensors(labelled["prompt"], labelled["rejected_reply"], tokenizer),
     }
 
 

@@ -252,7 +252,7 @@ def time_table(times: dict[Path, dict], budget: str, cache: str, record: Path | 
                 }
             )
         with record.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=TIME_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=TIME_COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(keep)
         print(f"  kept in {record}")

@@ -221,6 +221,14 @@ def kl_per_token(
     return per_position.masked_fill(targets == IGNORE_INDEX, 0.0).sum(1)
 
 
+def used_length(used: torch.Tensor) -> int:
+    """The number of leading positions of a batch ``(N, T)`` that hold anything: one past the last
+    column where ``used`` is true (1 when nothing is). Under causal attention no position depends
+    on a later one, so cutting a batch there changes no output at the positions kept."""
+    columns = used.any(0).nonzero()
+    return int(columns[-1]) + 1 if len(columns) else 1
+
+
 def train_sft(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -239,8 +247,10 @@ def train_sft(
 
     AdamW at a constant ``lr`` without weight decay on the parameters that require a gradient
     (all of them, or LoRA's), the gradient norm clipped at 1; ``eval_fn`` as in
-    :func:`fmbook.train.fit`. A constant rate makes the first ``k`` steps of a longer run the
-    same as a run of ``k`` steps, so one run scores every step count it passes.
+    :func:`fmbook.train.fit`. Each batch is cut after its last target (:func:`used_length`): under
+    causal attention the padding after it changes neither the loss nor its gradient. A constant
+    rate makes the first ``k`` steps of a longer run the same as a run of ``k`` steps, so one run
+    scores every step count it passes.
     """
     if inputs.shape != targets.shape or inputs.ndim != 2:
         raise ValueError(
@@ -252,7 +262,9 @@ def train_sft(
 
     def batch():
         rows = torch.randint(len(inputs), (batch_size,), generator=generator)
-        return inputs[rows].to(device), targets[rows].to(device)
+        x, y = inputs[rows], targets[rows]
+        t = used_length(y != IGNORE_INDEX)
+        return x[:, :t].to(device), y[:, :t].to(device)
 
     def loss_fn(model, xy):
         logits, _ = model(xy[0])
@@ -379,10 +391,10 @@ def rewards(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [
-        model(ids[i : i + batch_size].to(device), lengths[i : i + batch_size].to(device)).float()
-        for i in range(0, len(ids), batch_size)
-    ]
+    out = []
+    for i in range(0, len(ids), batch_size):
+        n = lengths[i : i + batch_size]  # padding after the longest sequence changes no reward
+        out.append(model(ids[i : i + batch_size, : int(n.max())].to(device), n.to(device)).float())
     model.train(was_training)
     return torch.cat(out).cpu()
 
@@ -402,8 +414,8 @@ def train_reward_model(
 ) -> train.History:
     """Fit ``model`` to preference pairs with :func:`bradley_terry_loss`: row ``i`` of ``chosen``
     (ids, lengths) was preferred to row ``i`` of ``rejected``. Batches of ``batch_size`` pairs are
-    drawn with replacement with ``seed``; AdamW at a constant ``lr``, no weight decay, gradient
-    norm clipped at 1.
+    drawn with replacement with ``seed`` and cut after their longest sequence (the padding after
+    it changes no reward); AdamW at a constant ``lr``, no weight decay, gradient norm clipped at 1.
 
     With ``val = (chosen, rejected)`` pairs, the share of them that the model orders like the
     labels is measured every ``eval_every`` steps (the history's ``eval_loss``), and the model
@@ -420,8 +432,9 @@ def train_reward_model(
 
     def batch():
         rows = torch.randint(len(w_ids), (batch_size,), generator=generator)
-        ids = torch.cat([w_ids[rows], l_ids[rows]]).to(device)
-        return ids, torch.cat([w_len[rows], l_len[rows]]).to(device)
+        lengths = torch.cat([w_len[rows], l_len[rows]])
+        ids = torch.cat([w_ids[rows], l_ids[rows]])[:, : int(lengths.max())]
+        return ids.to(device), lengths.to(device)
 
     def loss_fn(model, batch):
         r = model(*batch)

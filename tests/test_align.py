@@ -236,6 +236,36 @@ def test_train_sft_teaches_the_responses_and_is_deterministic():
     assert replies == ["ba", "ab"]  # what it was taught, cut at the newline
 
 
+def test_used_length_is_one_past_the_last_used_column():
+    used = torch.tensor([[True, True, False, False, False], [False, True, True, False, False]])
+    assert align.used_length(used) == 3
+    assert align.used_length(torch.zeros(2, 4, dtype=torch.bool)) == 1
+
+
+def test_cutting_the_padding_changes_neither_the_sft_loss_nor_its_gradient():
+    inputs, targets = sft_tensors([("a:", "ba\n"), ("b:", "a\n")], encode, block_size=8, pad_id=0)
+    t = align.used_length(targets != IGNORE_INDEX)
+    assert t < inputs.shape[1]  # there is padding to cut
+    losses, grads = [], []
+    for x, y in ((inputs, targets), (inputs[:, :t], targets[:, :t])):
+        model = tiny_gpt(0, vocab=len(ALPHABET), scale=0.5)
+        loss = align.sft_loss(model(x)[0], y)
+        loss.backward()
+        losses.append(loss)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_rewards_of_a_batch_do_not_depend_on_its_padding():
+    reward = RewardModel(tiny_gpt(1, block=8, scale=0.5)).eval()
+    ids = torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0], [1, 2, 0, 0, 0, 0, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    with torch.no_grad():
+        whole = reward(ids, lengths)
+    torch.testing.assert_close(align.rewards(reward, ids, lengths), whole)
+
+
 def test_train_sft_with_lora_changes_only_the_low_rank_factors():
     inputs, targets = sft_tensors([("a:", "ba\n")], encode, block_size=6, pad_id=0)
     model = tiny_gpt(0, vocab=len(ALPHABET)).train()

@@ -7,7 +7,8 @@ after an idea of the book and holds that idea**, whichever chapter first needs i
   (every training loss), ``diffusion`` (noise schedules, samplers, guidance),
   ``tokenizers``, ``minilm`` (a real pretrained encoder, from an installed package),
   ``adapt`` (heads, probes, LoRA, finetuning), ``icl`` (learning in
-  context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored);
+  context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored),
+  ``align`` (instruction tuning, reward models, RLHF, DPO), ``serve`` (what serving costs);
 * data, and the tasks built from data: ``fmbook.data`` (Shakespeare, the table of models,
   the spelling task, batching);
 * the models the book trains once and reuses: a *recipe* (``X_config``, ``build_X``,
@@ -47,6 +48,7 @@ _SUBMODULES = (
     "parallel",
     "runtime",
     "scaling",
+    "serve",
     "threads",
     "tokenizers",
     "train",

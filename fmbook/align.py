@@ -144,7 +144,8 @@ class RewardModel(nn.Module):
         self.head = nn.Linear(trunk.config.n_embd, 1)
 
     def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Rewards ``(B,)`` of the sequences ``idx`` ``(B, T)`` of real lengths ``lengths``."""
+        """Rewards ``(B,)`` of the sequences ``idx`` ``(B, T)`` of real lengths ``lengths``; the
+        columns after the longest sequence are never read."""
         if lengths.shape != (idx.shape[0],) or bool(
             ((lengths < 1) | (lengths > idx.shape[1])).any()
         ):
@@ -152,7 +153,9 @@ class RewardModel(nn.Module):
                 f"RewardModel: lengths must be ({idx.shape[0]},) values in [1, {idx.shape[1]}], "
                 f"got shape {tuple(lengths.shape)}"
             )
-        states = self.trunk.hidden(idx)  # causal: the last real token never sees the padding
+        # causal: the last real token never sees the padding, so the columns after the longest
+        # sequence are cut before the trunk runs
+        states = self.trunk.hidden(idx[:, : int(lengths.max())])
         last = states[torch.arange(idx.shape[0], device=idx.device), lengths.to(idx.device) - 1]
         return self.head(last)[:, 0]
 
@@ -391,10 +394,10 @@ def rewards(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
-    for i in range(0, len(ids), batch_size):
-        n = lengths[i : i + batch_size]  # padding after the longest sequence changes no reward
-        out.append(model(ids[i : i + batch_size, : int(n.max())].to(device), n.to(device)).float())
+    out = [
+        model(ids[i : i + batch_size].to(device), lengths[i : i + batch_size].to(device)).float()
+        for i in range(0, len(ids), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out).cpu()
 
@@ -414,8 +417,8 @@ def train_reward_model(
 ) -> train.History:
     """Fit ``model`` to preference pairs with :func:`bradley_terry_loss`: row ``i`` of ``chosen``
     (ids, lengths) was preferred to row ``i`` of ``rejected``. Batches of ``batch_size`` pairs are
-    drawn with replacement with ``seed`` and cut after their longest sequence (the padding after
-    it changes no reward); AdamW at a constant ``lr``, no weight decay, gradient norm clipped at 1.
+    drawn with replacement with ``seed`` (:class:`RewardModel` skips the padding after their
+    longest sequence); AdamW at a constant ``lr``, no weight decay, gradient norm clipped at 1.
 
     With ``val = (chosen, rejected)`` pairs, the share of them that the model orders like the
     labels is measured every ``eval_every`` steps (the history's ``eval_loss``), and the model
@@ -432,9 +435,8 @@ def train_reward_model(
 
     def batch():
         rows = torch.randint(len(w_ids), (batch_size,), generator=generator)
-        lengths = torch.cat([w_len[rows], l_len[rows]])
-        ids = torch.cat([w_ids[rows], l_ids[rows]])[:, : int(lengths.max())]
-        return ids.to(device), lengths.to(device)
+        ids = torch.cat([w_ids[rows], l_ids[rows]]).to(device)
+        return ids, torch.cat([w_len[rows], l_len[rows]]).to(device)
 
     def loss_fn(model, batch):
         r = model(*batch)

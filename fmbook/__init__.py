@@ -8,7 +8,8 @@ after an idea of the book and holds that idea**, whichever chapter first needs i
   ``tokenizers``, ``minilm`` (a real pretrained encoder, from an installed package),
   ``adapt`` (heads, probes, LoRA, finetuning), ``icl`` (learning in
   context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored),
-  ``align`` (instruction tuning, reward models, RLHF, DPO), ``serve`` (what serving costs);
+  ``align`` (instruction tuning, reward models, RLHF, DPO), ``serve`` (what serving costs),
+  ``quantize`` (weights in 8 and 4 bits);
 * data, and the tasks built from data: ``fmbook.data`` (Shakespeare, the table of models,
   the spelling task, batching);
 * the models the book trains once and reuses: a *recipe* (``X_config``, ``build_X``,
@@ -46,6 +47,7 @@ _SUBMODULES = (
     "minilm",
     "objectives",
     "parallel",
+    "quantize",
     "runtime",
     "scaling",
     "serve",

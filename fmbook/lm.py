@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from fmbook import zoo
 from fmbook.budget import pick
@@ -178,6 +179,20 @@ def gpt_val_loss(model, n: int = 256, ids: torch.Tensor | None = None) -> float:
     data, device = char_data(), next(model.parameters()).device
     x, y = eval_windows(data.val_ids if ids is None else ids, model.config.block_size, n)
     return _mean_loss(model, x.to(device), y.to(device))
+
+
+@torch.no_grad()
+def gpt_window_losses(model, n: int = 256, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The next-token loss of each of the ``n`` fixed windows of :func:`gpt_val_loss` (float64,
+    on the CPU): per-window scores for a paired comparison of two models on the same text."""
+    data, device = char_data(), next(model.parameters()).device
+    x, y = eval_windows(data.val_ids if ids is None else ids, model.config.block_size, n)
+    losses = []
+    for inputs, targets in zip(x.split(64), y.split(64)):
+        logits = model(inputs.to(device))[0]
+        loss = F.cross_entropy(logits.transpose(1, 2), targets.to(device).long(), reduction="none")
+        losses.append(loss.mean(1).double().cpu())
+    return torch.cat(losses)
 
 
 @torch.no_grad()

@@ -136,3 +136,14 @@ def test_trained_shows_the_cached_runs_curves_once(monkeypatch):
     assert len(drawn) == 1 and drawn[0].eval_loss == [2.5]
     with pytest.raises(ValueError, match="name"):
         lm.trained("t5-shakespeare")
+
+
+def test_gpt_window_losses_average_to_the_validation_loss():
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=lm.char_data().vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16
+    )
+    model = GPT(config).eval()
+    losses = lm.gpt_window_losses(model, n=128)
+    assert losses.shape == (128,) and losses.dtype == torch.float64
+    assert losses.mean().item() == pytest.approx(lm.gpt_val_loss(model, n=128), rel=1e-5)

@@ -9,7 +9,8 @@ after an idea of the book and holds that idea**, whichever chapter first needs i
   ``adapt`` (heads, probes, LoRA, finetuning), ``icl`` (learning in
   context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored),
   ``align`` (instruction tuning, reward models, RLHF, DPO), ``serve`` (what serving costs),
-  ``quantize`` (weights in 8 and 4 bits);
+  ``quantize`` (weights in 8 and 4 bits), ``export`` (to ONNX and ONNX Runtime), ``server``
+  (a streaming HTTP server);
 * data, and the tasks built from data: ``fmbook.data`` (Shakespeare, the table of models,
   the spelling task, batching);
 * the models the book trains once and reuses: a *recipe* (``X_config``, ``build_X``,
@@ -41,6 +42,7 @@ _SUBMODULES = (
     "data",
     "diffusion",
     "digits",
+    "export",
     "icl",
     "lm",
     "metrics",
@@ -51,6 +53,7 @@ _SUBMODULES = (
     "runtime",
     "scaling",
     "serve",
+    "server",
     "threads",
     "tokenizers",
     "train",

@@ -11,6 +11,7 @@ each piece by hand and checks it against this file.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -407,30 +408,48 @@ class GPT(Transformer):
         every sequence has produced it; up to each sequence's first ``stop`` the tokens are
         the same as without it.
         """
-        if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] < 1:
-            raise ValueError("generate: idx must be a (batch, time) tensor with at least one token")
-        self._check_idx(idx[:, -self.config.block_size :])
-        if not temperature > 0:
-            raise ValueError(f"generate: temperature must be > 0, got {temperature}")
-        if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
-            raise ValueError(f"generate: top_k must be >= 1 (or None), got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"generate: top_p must be in (0, 1] (or None), got {top_p}")
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        self._check_sampling(idx, temperature, top_k, top_p, max_new_tokens, generator, "generate")
         if stop is not None and not 0 <= stop < self.config.vocab_size:
             raise ValueError(
                 f"generate: stop must be a token id in [0, {self.config.vocab_size}), got {stop}"
             )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                "generate: generator must be a torch.Generator or None, "
-                f"got {type(generator).__name__}"
-            )
         was_training = self.training
         self.eval()
+        done = None
+        steps = self._steps(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        for nxt in steps:
+            idx = torch.cat([idx, nxt], dim=1)
+            if stop is not None:
+                done = nxt[:, 0] == stop if done is None else done | (nxt[:, 0] == stop)
+                if bool(done.all()):
+                    break
+        self.train(was_training)
+        return idx
+
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the ``max_new_tokens`` tokens of :meth:`generate` one step at a time, each
+        ``(B, 1)`` as soon as it is sampled: the same tokens for the same ``generator``.
+
+        A server streams a reply from it. The model must be in evaluation mode.
+        """
+        self._check_sampling(idx, temperature, top_k, top_p, max_new_tokens, generator, "stream")
+        if self.training:
+            raise ValueError("stream: the model is in training mode; call model.eval() first")
+        return self._steps(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+
+    @torch.no_grad()
+    def _steps(self, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
         block = self.config.block_size
-        cache, fresh, done = None, idx[:, -block:], None
+        cache, fresh = None, idx[:, -block:]
         for _ in range(max_new_tokens):
             if use_cache:
                 if cache is None or cache.length >= block:
@@ -442,12 +461,25 @@ class GPT(Transformer):
             nxt = self._sample(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, nxt], dim=1)
             fresh = nxt
-            if stop is not None:
-                done = nxt[:, 0] == stop if done is None else done | (nxt[:, 0] == stop)
-                if bool(done.all()):
-                    break
-        self.train(was_training)
-        return idx
+            yield nxt
+
+    def _check_sampling(self, idx, temperature, top_k, top_p, max_new_tokens, generator, name):
+        if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] < 1:
+            raise ValueError(f"{name}: idx must be a (batch, time) tensor with at least one token")
+        self._check_idx(idx[:, -self.config.block_size :])
+        if not temperature > 0:
+            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+        if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"{name}: top_k must be >= 1 (or None), got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"{name}: top_p must be in (0, 1] (or None), got {top_p}")
+        if max_new_tokens < 0:
+            raise ValueError(f"{name}: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"{name}: generator must be a torch.Generator or None, "
+                f"got {type(generator).__name__}"
+            )
 
     @staticmethod
     def _sample(logits, temperature, top_k, top_p, generator):

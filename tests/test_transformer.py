@@ -59,6 +59,26 @@ def test_generate_appends_and_respects_top_k_one_as_greedy():
     assert out[0, -1].item() == logits[0, -1].argmax().item()
 
 
+def test_stream_yields_the_tokens_of_generate_one_step_at_a_time():
+    fmbook.seed(0)
+    model = tiny().eval()
+    idx = torch.randint(11, (2, 5))
+    for use_cache in (True, False):  # 30 steps: past the block, where the cache restarts
+        steps = model.stream(
+            idx, 30, 0.9, generator=torch.Generator().manual_seed(1), use_cache=use_cache
+        )
+        pieces = list(steps)
+        assert all(p.shape == (2, 1) for p in pieces) and len(pieces) == 30
+        whole = model.generate(
+            idx, 30, 0.9, generator=torch.Generator().manual_seed(1), use_cache=use_cache
+        )
+        assert torch.equal(torch.cat([idx, *pieces], dim=1), whole)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        model.stream(idx, 3, temperature=0)  # checked at the call, before the first step
+    with pytest.raises(ValueError, match="training mode"):
+        model.train().stream(idx, 3)
+
+
 def test_generate_with_a_stop_token_ends_once_every_row_has_it_and_changes_nothing_before():
     model = tiny()
     idx = torch.tensor([[0, 1, 2], [3, 4, 5]])

@@ -9,6 +9,7 @@ after an idea of the book and holds that idea**, whichever chapter first needs i
   ``adapt`` (heads, probes, LoRA, finetuning), ``icl`` (learning in
   context), ``scaling`` (power laws), ``metrics`` (how samples and classifiers are scored),
   ``align`` (instruction tuning, reward models, RLHF, DPO), ``serve`` (what serving costs),
+  ``speculative`` (speculative decoding: the rejection rule, generation with a draft, the drafts),
   ``quantize`` (weights in 8 and 4 bits), ``export`` (to ONNX and ONNX Runtime), ``server``
   (a streaming HTTP server);
 * data, and the tasks built from data: ``fmbook.data`` (Shakespeare, the table of models,
@@ -54,6 +55,7 @@ _SUBMODULES = (
     "scaling",
     "serve",
     "server",
+    "speculative",
     "threads",
     "tokenizers",
     "train",

@@ -59,6 +59,9 @@ _BUILTIN: dict[str, str] = {
     "icl-linear": "fmbook.icl:ICL_RECIPE",
     "gpt-instruct": "fmbook.align:INSTRUCT_RECIPE",
     "gpt-reward": "fmbook.align:REWARD_RECIPE",
+    "draft-bigram": "fmbook.speculative:BIGRAM_RECIPE",
+    "draft-tiny": "fmbook.speculative:TINY_RECIPE",
+    "draft-small": "fmbook.speculative:SMALL_RECIPE",
 }
 
 

@@ -33,16 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmbook import lm, threads, train  # noqa: E402
 from fmbook.data import random_windows  # noqa: E402
 from fmbook.runtime import device as book_device  # noqa: E402
+from fmbook.runtime import synchronize  # noqa: E402
 
 PARTS = ("data", "forward", "backward", "optimizer", "host sync")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def main() -> int:

@@ -266,13 +266,7 @@ def _train(kind: str, model, config: dict, batches) -> dict:
         grad_clip=1.0,
         title=f"{kind}-shakespeare",
     )
-    return {
-        "step": history.step,
-        "train_loss": history.train_loss,
-        "eval_step": history.eval_step,
-        "eval_loss": history.eval_loss,
-        "seconds": history.seconds,
-    }
+    return history.curves()
 
 
 GPT_RECIPE = zoo.Recipe(

@@ -155,6 +155,16 @@ def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     return tensor.to(dtype_for(device, tensor.dtype)).to(device)
 
 
+def synchronize(device) -> None:
+    """Wait until ``device`` has finished the work queued on it (CUDA and MPS run asynchronously;
+    on the CPU there is nothing to wait for). Call it before reading a clock."""
+    device = as_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed(n: int) -> torch.Generator:
     """Seed Python's ``random``, NumPy and torch (all devices) with ``n``.
 

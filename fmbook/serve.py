@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmbook.runtime import synchronize
 from fmbook.transformer import KVCache
 
 __all__ = [
@@ -106,13 +107,6 @@ def fill_cache(model: nn.Module, idx: torch.Tensor) -> KVCache:
     return cache
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 @torch.no_grad()
 def seconds_per_token(
     model: nn.Module, idx: torch.Tensor, *, use_cache: bool, repeats: int = 5
@@ -133,10 +127,10 @@ def seconds_per_token(
     times = []
     for _ in range(repeats + 1):  # the first run warms up and is not counted
         cache = fill_cache(model, idx[:, :-1]) if use_cache else None
-        _synchronize(idx.device)
+        synchronize(idx.device)
         start = time.perf_counter()
         model(idx[:, -1:], cache=cache) if use_cache else model(idx)
-        _synchronize(idx.device)  # a GPU runs asynchronously: wait for the step to finish
+        synchronize(idx.device)  # a GPU runs asynchronously: wait for the step to finish
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 

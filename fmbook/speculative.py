@@ -43,8 +43,11 @@ from torch import nn
 
 from fmbook import zoo
 from fmbook.budget import pick
+from fmbook.data import random_windows
+from fmbook.lm import char_data, eval_windows
 from fmbook.objectives import next_token_loss
-from fmbook.runtime import draw_device
+from fmbook.runtime import draw_device, synchronize
+from fmbook.train import adamw, fit
 from fmbook.transformer import GPT, GPTConfig, KVCache
 
 __all__ = [
@@ -406,18 +409,11 @@ def wall_time(fn: Callable[[], object], device: torch.device | str) -> tuple[obj
     """``(fn(), seconds)``: the wall time of one call, waiting for a GPU to finish its work before
     reading the clock on both sides."""
     device = torch.device(device)
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _synchronize(device)
+    synchronize(device)
     return out, time.perf_counter() - start
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 @torch.no_grad()
@@ -507,12 +503,6 @@ class Bigram(nn.Module):
 # -- the drafts, as zoo recipes ---------------------------------------------------------------
 
 
-def _char_data():
-    from fmbook.lm import char_data  # fmbook.lm imports the zoo too: import it when needed
-
-    return char_data()
-
-
 def draft_config(size: str, budget: str | None = None) -> dict:
     """The recipe of draft ``size`` (``"bigram"``, ``"tiny"`` or ``"small"``) at ``budget``.
 
@@ -521,7 +511,7 @@ def draft_config(size: str, budget: str | None = None) -> dict:
     target at the same budget.
     """
     shared = {
-        "vocab_size": _char_data().vocab_size,
+        "vocab_size": char_data().vocab_size,
         "block_size": 64,
         "batch_size": 32,
         "weight_decay": 0.0,
@@ -568,19 +558,14 @@ def build_draft(config: dict) -> nn.Module:
 
 @torch.no_grad()
 def _tuning_loss(model: nn.Module, n: int = 256) -> float:
-    from fmbook.lm import eval_windows
-
-    x, y = eval_windows(_char_data().tune_ids, 64, n)
+    x, y = eval_windows(char_data().tune_ids, 64, n)
     device = next(model.parameters()).device
     return float(model(x.to(device), y.to(device))[1])
 
 
 def train_draft(model: nn.Module, config: dict) -> dict:
     """Next-token loss on random windows of the training plays (fmbook.train.fit)."""
-    from fmbook.data import random_windows
-    from fmbook.train import adamw, fit
-
-    data, device = _char_data(), next(model.parameters()).device
+    data, device = char_data(), next(model.parameters()).device
     g = torch.Generator().manual_seed(config["seed"])
 
     def batches():
@@ -600,13 +585,7 @@ def train_draft(model: nn.Module, config: dict) -> dict:
         grad_clip=1.0,
         title=f"draft ({config['kind']})",
     )
-    return {
-        "step": history.step,
-        "train_loss": history.train_loss,
-        "eval_step": history.eval_step,
-        "eval_loss": history.eval_loss,
-        "seconds": history.seconds,
-    }
+    return history.curves()
 
 
 def _recipe(size: str, description: str) -> zoo.Recipe:

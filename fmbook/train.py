@@ -63,6 +63,17 @@ class History:
     def final_eval_loss(self) -> float:
         return self.eval_loss[-1] if self.eval_loss else float("nan")
 
+    def curves(self) -> dict:
+        """The training and evaluation curves and the time, as a model trained by a zoo recipe
+        keeps them: ``step``, ``train_loss``, ``eval_step``, ``eval_loss`` and ``seconds``."""
+        return {
+            "step": self.step,
+            "train_loss": self.train_loss,
+            "eval_step": self.eval_step,
+            "eval_loss": self.eval_loss,
+            "seconds": self.seconds,
+        }
+
     def as_meta(self) -> dict:
         """The training curve and time as plain values, what a zoo recipe keeps beside the weights:
         ``{"step": [...], "train_loss": [...], "seconds": s}``."""

@@ -360,3 +360,10 @@ def test_seeded_pins_the_block_and_gives_the_caller_its_random_state_back():
     assert draws() == expected  # as if the block had never run
     with runtime.seeded(0):
         assert torch.equal(torch.rand(3), inside)  # the block itself is pinned by its seed
+
+
+def test_synchronize_accepts_devices_and_names_and_waits_for_nothing_on_the_cpu():
+    from fmbook.runtime import synchronize
+
+    assert synchronize("cpu") is None
+    assert synchronize(torch.device("cpu")) is None

@@ -178,3 +178,16 @@ def test_fit_cosine_is_adamw_with_warmup_cosine_decay_and_clipping():
         model, loss_fn, batch, optimizer, 40, warmup=4, schedule="cosine", grad_clip=1.0, title="t"
     ).train_loss
     assert ours == theirs and len(ours) == 40
+
+
+def test_history_curves_holds_both_curves_and_the_time():
+    history = History(
+        step=[1, 2], train_loss=[3.0, 2.0], eval_step=[2], eval_loss=[2.5], seconds=4.0
+    )
+    assert history.curves() == {
+        "step": [1, 2],
+        "train_loss": [3.0, 2.0],
+        "eval_step": [2],
+        "eval_loss": [2.5],
+        "seconds": 4.0,
+    }

@@ -9,7 +9,8 @@ positions holds
 
 .. math:: M = 2 \cdot L \cdot d \cdot b \cdot T \cdot B \ \text{bytes}
 
-(:func:`kv_cache_bytes`); :func:`cache_nbytes` measures a real cache.
+(:func:`kv_cache_bytes`); :func:`cache_nbytes` weighs the tensors of a real cache and
+:func:`cache_storage_bytes` the memory the process holds behind them.
 
 **Batching.** A server that answers requests one at a time leaves most of a matrix product's work
 undone: one step of a batch of :math:`B` sequences costs far less than :math:`B` steps of one.
@@ -35,6 +36,7 @@ from fmbook.transformer import KVCache
 __all__ = [
     "kv_cache_bytes",
     "cache_nbytes",
+    "cache_storage_bytes",
     "forward_flops",
     "fill_cache",
     "seconds_per_token",
@@ -92,6 +94,22 @@ def cache_nbytes(cache: KVCache) -> int:
     return sum(
         t.element_size() * t.nelement() for pair in cache.layers if pair is not None for t in pair
     )
+
+
+def cache_storage_bytes(cache: KVCache) -> int:
+    """The bytes of memory the process holds for ``cache``: the storage behind each of its
+    tensors, whole, and each storage once. A tensor that is a view into a larger one (a slice of
+    the fused query/key/value output, say) keeps all of that storage alive, so this can exceed
+    :func:`cache_nbytes`; for a cache of :class:`~fmbook.transformer.KVCache` the two are equal."""
+    if not isinstance(cache, KVCache):
+        raise TypeError(f"cache_storage_bytes: expected a KVCache, got {type(cache).__name__}")
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for pair in cache.layers
+        if pair is not None
+        for t in pair
+    }
+    return sum(storages.values())
 
 
 @torch.no_grad()

@@ -3,18 +3,27 @@ r"""A streaming HTTP server for the book's GPT, and a client that measures it.
 :func:`make_app` builds an ASGI application with FastAPI (https://fastapi.tiangolo.com) that
 answers two routes:
 
-* ``GET /health``: ``{"status": "ok", ...}`` with the model's sizes, the limits and how many
-  requests were answered and rejected;
+* ``GET /health``: ``{"status": "ok", ...}`` with the model's sizes, the limits, how many
+  requests were answered and refused, and how many tokens were generated;
 * ``POST /generate`` with a JSON object ``{"prompt": str, "max_new_tokens": int,
-  "temperature": float (default 1), "seed": int (optional)}``: the generated characters,
+  "temperature": float (default 1), "seed": int or null (optional)}``: the generated characters,
   streamed as plain text (``text/plain``, one chunk per token) as they are sampled. The seed
   that was used comes back in the ``X-Seed`` header; the same seed gives the same text.
 
-A request is checked completely before the reply starts (:func:`parse_request`), since once the
-status line ``200`` is sent it cannot change: malformed JSON gets ``400``, every other mistake
-(a missing or unknown field, a wrong type, an empty prompt, characters outside the tokenizer's
-vocabulary, a prompt longer than the model reads, too many tokens) ``422``, with a JSON body
-``{"error": "..."}`` that names the field, what was expected and what was given.
+A request is checked completely before the reply starts, since once the status line ``200`` is
+sent it cannot change. The body is validated against a schema (:func:`request_model`, a pydantic
+model with a type and a range for every field, which FastAPI also publishes as OpenAPI at
+``/openapi.json``): a body that is not JSON, not an object, a missing, unknown, mistyped or
+out-of-range field gets ``422`` with ``{"detail": [{"loc": [...], "msg": "<field>: ...",
+"type": ...}]}``. The tokenizer then reads the prompt (:func:`check_prompt`): characters outside
+its vocabulary, or more tokens than the model reads, get ``400`` with ``{"detail": "prompt:
+..."}``. A body larger than :func:`max_body_bytes` gets ``413``. Every request the schema and the
+tokenizer accept can be sampled (:mod:`fmbook.sampling` accepts every temperature in the
+schema's range), so a stream that starts also finishes.
+
+Each request generates in its own worker thread, one token per step, with its own key/value
+cache (:func:`stream_tokens`): concurrent requests share the cores but are not batched into one
+forward pass. When a client hangs up, its generation stops after the step under way.
 
 :class:`BackgroundServer` runs an application with uvicorn (https://www.uvicorn.org) on
 127.0.0.1 in a background thread, on a free port, and always stops it again: on :meth:`stop`,
@@ -22,15 +31,8 @@ at the end of a ``with`` block (also when the block raises), when the object is 
 when the interpreter exits (``weakref.finalize``). :func:`timed_request` and :func:`load_test`
 measure the time to the first token and to the last, for one request or many at once, with an
 httpx client that ignores proxy settings (:func:`local_client`).
-
-Each request generates in its own thread, one token per step, with its own key/value cache
-(:func:`stream_tokens`): concurrent requests share the cores but are not batched into one
-forward pass.
 """
 
-from __future__ import annotations
-
-import json
 import math
 import secrets
 import socket
@@ -40,18 +42,26 @@ import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fmbook.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE
 from fmbook.tokenizers import CharTokenizer
 from fmbook.transformer import GPT
 
 __all__ = [
-    "BadRequest",
-    "GenerateRequest",
-    "parse_request",
+    "MAX_SEED",
+    "request_model",
+    "check_prompt",
+    "max_body_bytes",
+    "error_message",
     "stream_tokens",
     "make_app",
     "BackgroundServer",
@@ -63,102 +73,139 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"  # the loopback address: reachable from this machine only
-FIELDS = ("prompt", "max_new_tokens", "temperature", "seed")
-MAX_SEED = 2**63 - 1
-
-
-class BadRequest(Exception):
-    """A request the server refuses: the HTTP ``status`` and a ``message`` for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    """A checked request: the prompt and its token ids, and how to sample."""
-
-    prompt: str
-    ids: list[int]
-    max_new_tokens: int
-    temperature: float
-    seed: int | None
+# the largest integer that every JSON client reads exactly (JavaScript's Number.MAX_SAFE_INTEGER):
+# a seed sent back to the server must be the one it sent
+MAX_SEED = 2**53 - 1
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _describe(value) -> str:
-    text = json.dumps(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+def _whole_number(value):
+    """A float with no fractional part as an int: JSON Schema counts ``10.0`` as an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def parse_request(
-    body: bytes | str, tokenizer: CharTokenizer, *, max_prompt: int, max_new_tokens: int
-) -> GenerateRequest:
-    """The request in the JSON ``body``, checked; :class:`BadRequest` (400 or 422) otherwise.
-
-    ``max_prompt`` is the most characters a prompt may have, ``max_new_tokens`` the most tokens
-    a request may ask for.
-    """
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadRequest(
-            400,
-            f'the body must be a JSON object such as {{"prompt": "ROMEO:", '
-            f'"max_new_tokens": 40}}; it is not valid JSON ({err})',
-        ) from None
-    if not isinstance(data, dict):
-        raise BadRequest(422, f"the body must be a JSON object, got {_describe(data)}")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise BadRequest(422, f"unknown fields {unknown}; expected only {list(FIELDS)}")
-    for field in ("prompt", "max_new_tokens"):
-        if field not in data:
-            raise BadRequest(422, f"{field}: required, but the body has no {field!r}")
-    prompt, n, temperature = data["prompt"], data["max_new_tokens"], data.get("temperature", 1.0)
-    seed = data.get("seed")
-    if not isinstance(prompt, str):
-        raise BadRequest(422, f"prompt: expected a string, got {_describe(prompt)}")
-    if not prompt:
-        raise BadRequest(422, "prompt: expected at least one character, got an empty string")
-    if len(prompt) > max_prompt:
-        raise BadRequest(
-            422,
-            f"prompt: expected at most {max_prompt} characters (the model reads no more), "
-            f"got {len(prompt)}",
+def request_model(max_new_tokens: int) -> type[BaseModel]:
+    """The schema of a ``POST /generate`` body, for a server that generates up to
+    ``max_new_tokens`` tokens a request: a pydantic model, strict (no ``"5"`` for 5, no ``true``
+    for 1; ``5.0`` is 5, as in JSON Schema) and closed (no unknown fields)."""
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(
+            f"request_model: max_new_tokens must be an int >= 1, got {max_new_tokens!r}"
         )
+    limit = max_new_tokens
+
+    class GenerateRequest(BaseModel):
+        """A request for a continuation of ``prompt``."""
+
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        prompt: str = Field(min_length=1, description="the text to continue")
+        max_new_tokens: Annotated[int, Field(ge=1, le=limit), BeforeValidator(_whole_number)] = (
+            Field(description="how many tokens to generate")
+        )
+        temperature: float = Field(
+            1.0,
+            ge=MIN_TEMPERATURE,
+            le=MAX_TEMPERATURE,
+            allow_inf_nan=False,
+            description="divides the logits before the softmax: < 1 sharper, > 1 flatter",
+        )
+        seed: Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_whole_number)] | None = (
+            Field(None, description="the sampler's seed; null: the server draws one")
+        )
+
+    return GenerateRequest
+
+
+def check_prompt(prompt: str, tokenizer: CharTokenizer, max_prompt: int) -> list[int]:
+    """The token ids of ``prompt``, or ``HTTPException(400)`` when the tokenizer cannot read it
+    (characters outside its vocabulary) or it is longer than ``max_prompt`` tokens."""
     unseen = sorted({c for c in prompt if c not in tokenizer.stoi})
     if unseen:
-        raise BadRequest(
-            422,
-            f"prompt: characters not in the model's vocabulary: {unseen} (it knows "
+        shown = ", ".join(map(repr, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
+        raise HTTPException(
+            400,
+            f"prompt: {len(unseen)} character{'s' * (len(unseen) > 1)} not in the model's "
+            f"vocabulary: {shown} (it knows "
             f"{tokenizer.vocab_size} characters)",
         )
-    if not _is_int(n) or not 1 <= n <= max_new_tokens:
-        raise BadRequest(
-            422,
-            f"max_new_tokens: expected an integer from 1 to {max_new_tokens}, got {_describe(n)}",
+    ids = tokenizer.encode(prompt)
+    if len(ids) > max_prompt:
+        raise HTTPException(
+            400,
+            f"prompt: expected at most {max_prompt} tokens (the model reads no more), "
+            f"got {len(ids)}",
         )
-    if (
-        not isinstance(temperature, (int, float))
-        or isinstance(temperature, bool)
-        or not (math.isfinite(temperature) and temperature > 0)
-    ):
-        raise BadRequest(
-            422, f"temperature: expected a finite number > 0, got {_describe(temperature)}"
-        )
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
-        raise BadRequest(
-            422, f"seed: expected an integer from 0 to 2**63 - 1 or null, got {_describe(seed)}"
-        )
-    return GenerateRequest(prompt, tokenizer.encode(prompt), n, float(temperature), seed)
+    return ids
 
 
-@torch.no_grad()
+def max_body_bytes(max_prompt: int) -> int:
+    """The largest body a server for prompts of ``max_prompt`` characters reads: room for the
+    longest prompt with every character escaped in JSON (12 bytes, ``\\ud83d\\ude00``), and 1 KiB
+    for the rest."""
+    return 1024 + 12 * max_prompt
+
+
+class Refusal(BaseModel):
+    """The body of a 400 reply."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """The body of ``GET /health``."""
+
+    status: str
+    block_size: int
+    vocab_size: int
+    max_prompt: int
+    max_new_tokens: int
+    answered: int
+    rejected: int
+    tokens: int
+
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "greater than or equal to"),
+    "less_than_equal": ("le", "less than or equal to"),
+    "greater_than": ("gt", "greater than"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _describe(error: dict) -> dict:
+    """One error of a :class:`RequestValidationError`, with the field named in its message and
+    without the input it was given (which may be huge, or not JSON: ``1e400`` is ``inf``)."""
+    loc = list(error.get("loc", ()))
+    field = ".".join(str(part) for part in (loc[1:] if loc[:1] == ["body"] else loc)) or "body"
+    msg = error.get("msg", "invalid")
+    ctx, kind = error.get("ctx") or {}, str(error.get("type", "invalid"))
+    if kind == "json_invalid" and isinstance(ctx.get("error"), str):
+        field, msg = "body", f"not valid JSON: {ctx['error']} (at character {loc[-1]})"
+    elif kind in _BOUNDS and isinstance(ctx.get(_BOUNDS[kind][0]), int | float):
+        limit = ctx[_BOUNDS[kind][0]]  # pydantic writes 1.2e-38 as 0.0000...; we write 1.2e-38
+        msg = f"Input should be {_BOUNDS[kind][1]} {limit:.6g}" if isinstance(limit, float) else msg
+    return {
+        "loc": [p if isinstance(p, int | str) else str(p) for p in loc],
+        "msg": f"{field}: {msg}",
+        "type": str(error.get("type", "invalid")),
+    }
+
+
+def error_message(reply: dict) -> str:
+    """The message of a 4xx reply's JSON body, as one line: the 400 reply's ``detail`` string, or
+    the 422 reply's messages joined by ``"; "``."""
+    detail = reply.get("detail") if isinstance(reply, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        return "; ".join(str(item.get("msg", item)) for item in detail)
+    return str(reply)
+
+
 def stream_tokens(
     model: GPT,
     idx: torch.Tensor,
@@ -166,20 +213,21 @@ def stream_tokens(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Iterator[int]:
-    r"""Yield ``max_new_tokens`` token ids after the context ``idx`` ``(1, T)``, one at a time as
-    each is sampled from :math:`\mathrm{softmax}(z / \tau)`.
+    r"""The ``max_new_tokens`` token ids after the context ``idx`` ``(1, T)``, as plain ints, each
+    yielded as soon as it is sampled from :math:`\mathrm{softmax}(z / \tau)`.
 
-    :meth:`fmbook.transformer.GPT.stream` for a single sequence, as plain ints: the tokens of
-    :meth:`~fmbook.transformer.GPT.generate` with its key/value cache for the same ``generator``;
-    the model must be in evaluation mode.
+    :meth:`fmbook.transformer.GPT.stream` for a single sequence: the tokens of
+    :meth:`~fmbook.transformer.GPT.generate` with its key/value cache for the same ``generator``.
+    Everything is checked here, when it is called, before the first token; the model must be in
+    evaluation mode.
     """
     if not isinstance(model, GPT):
         raise TypeError(f"stream_tokens: expected a fmbook GPT, got {type(model).__name__}")
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[0] != 1:
         got = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"stream_tokens: expected ids of shape (1, T), got {got}")
-    for token in model.stream(idx, max_new_tokens, temperature, generator=generator):
-        yield int(token)
+    steps = model.stream(idx, max_new_tokens, temperature, generator=generator)
+    return (int(token) for token in steps)
 
 
 def make_app(
@@ -196,10 +244,10 @@ def make_app(
     """
     if not isinstance(model, GPT):
         raise TypeError(f"make_app: expected a fmbook GPT, got {type(model).__name__}")
-    if not isinstance(tokenizer, CharTokenizer) or tokenizer.vocab_size > model.config.vocab_size:
+    if not isinstance(tokenizer, CharTokenizer) or tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(
-            f"make_app: expected a CharTokenizer of at most {model.config.vocab_size} characters, "
-            f"got {tokenizer!r}"
+            f"make_app: expected a CharTokenizer of the model's {model.config.vocab_size} "
+            f"characters (every token the model samples must decode), got {tokenizer!r}"
         )
     max_prompt = model.config.block_size if max_prompt is None else max_prompt
     for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt", max_prompt)):
@@ -207,10 +255,25 @@ def make_app(
             raise ValueError(f"make_app: {name} must be an int >= 1, got {value!r}")
     model.eval()
     device = next(model.parameters()).device
-    counts = {"answered": 0, "rejected": 0}
-    app = FastAPI(title="fmbook GPT")
+    counts = {"answered": 0, "rejected": 0, "tokens": 0}
+    lock = threading.Lock()  # tokens are counted in the worker threads
+    GenerateRequest = request_model(max_new_tokens)
+    # strict_content_type=False: a JSON body sent without a Content-Type header is read as JSON
+    app = FastAPI(
+        title="fmbook GPT", max_body_size=max_body_bytes(max_prompt), strict_content_type=False
+    )
 
-    @app.get("/health")
+    @app.exception_handler(RequestValidationError)
+    async def refuse_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        counts["rejected"] += 1
+        return JSONResponse({"detail": [_describe(e) for e in err.errors()]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refuse(request: Request, err: StarletteHTTPException):
+        counts["rejected"] += 400 <= err.status_code < 500
+        return await http_exception_handler(request, err)
+
+    @app.get("/health", response_model=Health)
     def health() -> dict:
         return {
             "status": "ok",
@@ -221,27 +284,41 @@ def make_app(
             **counts,
         }
 
-    @app.post("/generate")
-    async def generate(request: Request):
-        try:
-            req = parse_request(
-                await request.body(),
-                tokenizer,
-                max_prompt=max_prompt,
-                max_new_tokens=max_new_tokens,
-            )
-        except BadRequest as err:
-            counts["rejected"] += 1
-            return JSONResponse({"error": err.message}, status_code=err.status)
-        counts["answered"] += 1
-        seed = secrets.randbits(63) if req.seed is None else req.seed
+    def generated(tokens: Iterator[int]) -> Iterator[str]:
+        # a plain iterator: Starlette runs each step in a worker thread, off the event loop, and
+        # stops asking for steps when the client hangs up
+        for token in tokens:
+            with lock:
+                counts["tokens"] += 1
+            yield tokenizer.decode([token])
+
+    @app.post(
+        "/generate",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "the generated characters, streamed as they are sampled",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "headers": {
+                    "X-Seed": {"description": "the seed used", "schema": {"type": "string"}}
+                },
+            },
+            400: {"model": Refusal, "description": "the tokenizer cannot read the prompt"},
+            413: {
+                "description": "the body is too large",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+        },
+    )
+    async def generate(body: GenerateRequest) -> StreamingResponse:  # type: ignore[valid-type]
+        ids = check_prompt(body.prompt, tokenizer, max_prompt)
+        seed = secrets.randbelow(MAX_SEED + 1) if body.seed is None else body.seed
         generator = torch.Generator().manual_seed(seed)
-        idx = torch.tensor([req.ids], dtype=torch.long, device=device)
-        tokens = stream_tokens(model, idx, req.max_new_tokens, req.temperature, generator)
-        # a plain iterator: Starlette runs each step in a worker thread, off the event loop
-        chunks = (tokenizer.decode([token]) for token in tokens)
+        idx = torch.tensor([ids], dtype=torch.long, device=device)
+        tokens = stream_tokens(model, idx, body.max_new_tokens, body.temperature, generator)
+        counts["answered"] += 1
         return StreamingResponse(
-            chunks, media_type="text/plain; charset=utf-8", headers={"X-Seed": str(seed)}
+            generated(tokens), media_type="text/plain; charset=utf-8", headers={"X-Seed": str(seed)}
         )
 
     return app
@@ -322,7 +399,7 @@ class BackgroundServer:
     def running(self) -> bool:
         return self._thread.is_alive() and self._server.started
 
-    def start(self) -> BackgroundServer:
+    def start(self) -> "BackgroundServer":
         """Start serving; return once the server accepts connections."""
         if not self._finalizer.alive:
             raise RuntimeError("BackgroundServer: this server was stopped; make a new one")
@@ -341,7 +418,7 @@ class BackgroundServer:
         """Stop serving and close the port (again: nothing happens)."""
         self._finalizer()
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> "BackgroundServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -38,10 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fmbook import zoo
+from fmbook import sampling, zoo
 from fmbook.budget import pick
 from fmbook.data import random_windows
 from fmbook.lm import char_data, eval_windows
@@ -91,10 +90,9 @@ def crop_cache(cache: KVCache, length: int) -> KVCache:
 
 
 def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    r"""The sampling distribution :math:`\mathrm{softmax}(z / \tau)` over the last dimension."""
-    if not temperature > 0:
-        raise ValueError(f"probabilities: temperature must be > 0, got {temperature}")
-    return F.softmax(logits.float() / temperature, dim=-1)
+    r"""The sampling distribution :math:`\mathrm{softmax}(z / \tau)` over the last dimension, in
+    float32 (:func:`fmbook.sampling.probabilities`, computed without overflow)."""
+    return sampling.probabilities(logits, temperature)
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -337,8 +335,7 @@ def _check_generate(target, draft, idx, max_new_tokens, k, rule, temperature, ge
             raise ValueError(f"generate: {name} must be an int >= {low}, got {value!r}")
     if not callable(rule):
         raise TypeError(f"generate: rule must be callable, got {type(rule).__name__}")
-    if not temperature > 0:
-        raise ValueError(f"generate: temperature must be > 0, got {temperature}")
+    sampling.check_temperature(temperature, "generate")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}"

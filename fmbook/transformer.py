@@ -11,6 +11,7 @@ each piece by hand and checks it against this file.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmbook import sampling
 from fmbook.objectives import masked_token_loss, next_token_loss
-from fmbook.runtime import same_device
 
 
 @dataclass
@@ -104,7 +105,12 @@ class KVCache:
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         past = self.layers[layer]
-        if past is not None:
+        if past is None:
+            # copies, not views: the keys and values of one forward pass are slices of the fused
+            # query/key/value output, and a view would keep all of it (3 numbers for every 2 kept)
+            k = k.clone(memory_format=torch.contiguous_format)
+            v = v.clone(memory_format=torch.contiguous_format)
+        else:
             k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
         self.layers[layer] = (k, v)
         return k, v
@@ -467,12 +473,13 @@ class GPT(Transformer):
         if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] < 1:
             raise ValueError(f"{name}: idx must be a (batch, time) tensor with at least one token")
         self._check_idx(idx[:, -self.config.block_size :])
-        if not temperature > 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
-        if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
-            raise ValueError(f"{name}: top_k must be >= 1 (or None), got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"{name}: top_p must be in (0, 1] (or None), got {top_p}")
+        sampling.check_temperature(temperature, name)
+        sampling.check_top_k(top_k, name)
+        sampling.check_top_p(top_p, name)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+            raise TypeError(
+                f"{name}: max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
+            )
         if max_new_tokens < 0:
             raise ValueError(f"{name}: max_new_tokens must be >= 0, got {max_new_tokens}")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -483,23 +490,8 @@ class GPT(Transformer):
 
     @staticmethod
     def _sample(logits, temperature, top_k, top_p, generator):
-        logits = logits / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = F.softmax(logits, dim=-1)
-        if top_p is not None:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            # drop a token if the tokens before it already reach top_p
-            drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        if generator is not None and not same_device(generator, probs):
-            # sample where the generator lives: a CPU generator gives the same tokens everywhere
-            return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(
-                probs.device
-            )
-        return torch.multinomial(probs, 1, generator=generator)
+        """One token per row of ``logits`` ``(B, V)``: :func:`fmbook.sampling.sample`."""
+        return sampling.sample(logits, temperature, top_k, top_p, generator)
 
 
 class BERT(Transformer):

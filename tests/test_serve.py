@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmbook import serve
+from fmbook import serve, transformer
 from fmbook.transformer import GPT, GPTConfig, KVCache
 
 
@@ -18,6 +18,64 @@ def test_kv_cache_bytes_is_the_measured_size_of_a_filled_cache(n_layer, n_embd, 
     cache = serve.fill_cache(model, torch.randint(7, (batch, context)))
     assert cache.length == context
     assert serve.cache_nbytes(cache) == serve.kv_cache_bytes(n_layer, n_embd, context, batch, 4)
+
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def tokens_one_at_a_time(model, idx):
+    """A cache filled as generation fills it after a one-token prompt: one position per pass."""
+    cache = KVCache(model.config.n_layer)
+    with torch.no_grad():
+        for t in range(idx.shape[1]):
+            model(idx[:, t : t + 1], cache=cache)
+    return cache
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fill", ["one pass", "token by token"])
+def test_the_memory_behind_a_filled_cache_is_the_formula(dtype, fill):
+    """No view into the fused query/key/value output survives in the cache: the storages it keeps
+    alive hold exactly 2 L d b T B bytes."""
+    model = tiny_gpt(2, 16).to(dtype)
+    idx = torch.randint(7, (3, 9))
+    cache = serve.fill_cache(model, idx) if fill == "one pass" else tokens_one_at_a_time(model, idx)
+    want = serve.kv_cache_bytes(2, 16, 9, 3, torch.finfo(dtype).bits // 8)
+    assert serve.cache_nbytes(cache) == want
+    assert serve.cache_storage_bytes(cache) == want
+
+
+@pytest.mark.parametrize("prompt", [1, 6])
+def test_the_cache_generate_builds_holds_the_formula_after_its_prompt_and_each_step(
+    prompt, monkeypatch
+):
+    made = []
+
+    class Watched(KVCache):  # every cache generate makes, kept for a look
+        def __init__(self, n_layer):
+            super().__init__(n_layer)
+            made.append(self)
+
+    monkeypatch.setattr(transformer, "KVCache", Watched)
+    model = tiny_gpt(2, 16)
+    steps = model.stream(
+        torch.randint(7, (2, prompt)), 4, generator=torch.Generator().manual_seed(0)
+    )
+    for step in range(4):
+        next(steps)
+        (cache,) = made
+        want = serve.kv_cache_bytes(2, 16, prompt + step, 2, 4)  # the newest token is not read yet
+        assert serve.cache_storage_bytes(cache) == serve.cache_nbytes(cache) == want
+
+
+def test_a_view_into_a_larger_tensor_counts_all_of_its_storage():
+    qkv = torch.zeros(1, 2, 5, 12)
+    cache = KVCache(1)
+    cache.layers = [(qkv[..., :4], qkv[..., 4:8])]  # what the cache kept before it copied
+    assert serve.cache_nbytes(cache) == 2 * 2 * 5 * 4 * 4
+    assert serve.cache_storage_bytes(cache) == qkv.nbytes  # 1.5 times as much
+    with pytest.raises(TypeError, match="KVCache"):
+        serve.cache_storage_bytes([])
 
 
 def test_kv_cache_bytes_by_hand_and_its_checks():

@@ -16,6 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("FMBOOK_BUDGET", "test")
 os.environ.setdefault("FMBOOK_HEADLESS", "1")
+# a result out of its bounds fails the notebook (a reader's own run shows a table instead)
+os.environ.setdefault("FMBOOK_CLAIMS", "strict")
 _tmp = tempfile.mkdtemp(prefix="fmbook-tests-")
 os.environ.setdefault("FMBOOK_CLAIMS_DIR", os.path.join(_tmp, "claims"))
 os.environ.setdefault("FMBOOK_CACHE", os.path.join(_tmp, "cache"))

@@ -119,6 +119,7 @@ def main() -> int:
         FMBOOK_BUDGET=args.budget,
         FMBOOK_HEADLESS="1",
         FMBOOK_CLAIMS_DIR=str(claims_dir),
+        FMBOOK_CLAIMS="strict",
     )
     if (
         not args.warm_cache

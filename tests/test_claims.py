@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -237,3 +238,82 @@ def test_in_jupyter_check_shows_a_summary_and_folds_the_table(nb, monkeypatch):
     summary, table = page.split("<details>")
     assert "1 of 2 results hold" in summary and "acc" in summary  # the failure is not folded away
     assert "loss" in table and "loss" not in summary
+
+
+def test_a_readers_run_shows_what_moved_and_raises_nothing(nb, monkeypatch, capsys):
+    """By hand (no FMBOOK_CLAIMS=strict), a result out of bounds is a line in a table."""
+    monkeypatch.delenv("FMBOOK_CLAIMS", raising=False)
+    assert not claims.strict()
+    nb.record_many({"loss": 2.5, "acc": 0.75})
+    results = nb.check()
+    assert [r.ok for r in results] == [True, False]
+    out = capsys.readouterr().out
+    assert "1 of 2 results moved outside the range" in out
+    assert "loss: your run 2.5, the book's range at most 2" in out
+    nb.record("acc", 1.5)  # both moved; the range in words
+    nb.check()
+    assert "acc: your run 1.5, the book's range 0.5 to 1" in capsys.readouterr().out
+
+
+def test_a_readers_run_that_skipped_a_claim_gets_a_note(nb, monkeypatch, capsys):
+    monkeypatch.delenv("FMBOOK_CLAIMS", raising=False)
+    nb.record("loss", 1.0)
+    nb.check()
+    assert "note: entries never measured: acc" in capsys.readouterr().out
+
+
+def test_in_jupyter_a_readers_run_shows_a_table_of_the_results_that_moved(nb, monkeypatch):
+    shown = []
+    monkeypatch.delenv("FMBOOK_CLAIMS", raising=False)
+    monkeypatch.setattr(claims, "in_notebook", lambda: True)
+    monkeypatch.setattr(claims, "_glue", lambda name, value: None)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    nb.record_many({"loss": 2.93, "acc": 0.75})
+    nb.check()
+    page = shown[0].data
+    assert "<th>your run</th><th>the book's range</th>" in page
+    assert "<td>loss</td><td>2.93</td><td>at most 2</td>" in page
+
+
+def test_strict_is_set_by_the_test_suite_and_read_from_the_environment(monkeypatch):
+    assert claims.strict()  # conftest.py, like scripts/test and scripts/build-book
+    monkeypatch.setenv("FMBOOK_CLAIMS", "reader")
+    assert not claims.strict()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_notebook_with_a_changed_setting_runs_to_its_end_by_hand_and_fails_strictly(
+    tmp_path, monkeypatch, strict
+):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from fmbook import claims\nclaims.notebook('tiny')\n"
+            "width = 2 * 21  # the reader doubled a setting\n"
+            "claims.record('answer', width * 2, 'units')"
+        ),
+        nbformat.v4.new_code_cell("claims.check()"),
+        nbformat.v4.new_code_cell("print('the end')"),
+    ]
+    (tmp_path / "tiny.claims.toml").write_text(
+        '[answer]\nkind = "result"\ntest = { min = 40, max = 44 }\nfull = { min = 40, max = 44 }\n'
+    )
+    env = dict(os.environ, FMBOOK_CLAIMS_DIR=str(tmp_path / "claims"))
+    env.pop("FMBOOK_CLAIMS") if not strict else env.update(FMBOOK_CLAIMS="strict")
+    client = NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}})
+    if strict:
+        with pytest.raises(CellExecutionError, match="FAIL answer = 84"):
+            client.execute(env=env)
+        return
+    client.execute(env=env)
+    outputs = "".join(
+        o.get("text", "") + o.get("data", {}).get("text/html", "")
+        for c in nb.cells
+        for o in c.outputs
+    )
+    assert "<td>answer</td><td>84 units</td><td>40 to 44</td>" in outputs
+    assert "the end" in outputs

@@ -8,7 +8,9 @@ every notebook page: Colab and Binder launch links that point at this
 notebook in the repository of ``_config.yml``, figures that are present and
 decoded, scrubbers whose frame changes when the slider moves, and code cells
 that fit the page without a horizontal scroll bar on a laptop screen. Also: the
-vendored widget JavaScript and MathJax are served by the site itself.
+vendored widget JavaScript and MathJax are served by the site itself. And beside the
+site, the reader copy of every notebook (``notebooks/``): no raw MyST, every solution
+folded, every number the page states in the copy's text.
 
 The book must work with no network: every request that leaves the machine
 (any URL other than the local server's, ``file:``, ``data:`` or ``blob:``) is
@@ -34,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.book_config import config, toc_documents  # noqa: E402
+from scripts.book_config import config, reader_branch, toc_documents  # noqa: E402
 
 KNOWN_ERRORS = ("THEBE_JS_URL",)
 LOCAL_SCHEMES = ("data:", "blob:", "file:", "about:")
@@ -162,7 +164,7 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                     )
                 if not (ROOT / f"{doc}.ipynb").exists():
                     continue
-                problems += check_notebook_page(page, doc, slug, repo["branch"])
+                problems += check_notebook_page(page, doc, slug)
                 checked_scrubbers += page.locator(".fmbook-scrubber").count()
             current["doc"] = "(after the last page)"
             browser.close()
@@ -211,11 +213,12 @@ def check_math(page, doc: str) -> list[str]:
     return problems
 
 
-def check_notebook_page(page, doc: str, slug: str, branch: str) -> list[str]:
+def check_notebook_page(page, doc: str, slug: str) -> list[str]:
     problems = []
     hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-    colab = f"https://colab.research.google.com/github/{slug}/blob/{branch}/{doc}.ipynb"
-    binder = f"https://mybinder.org/v2/gh/{slug}/{branch}?urlpath=tree/{doc}.ipynb"
+    branch, folder = reader_branch()  # the reader copy, not the source
+    colab = f"https://colab.research.google.com/github/{slug}/blob/{branch}/{folder}/{doc}.ipynb"
+    binder = f"https://mybinder.org/v2/gh/{slug}/{branch}?urlpath=tree/{folder}/{doc}.ipynb"
     for name, url in (("Colab", colab), ("Binder", binder)):
         if url not in hrefs:
             near = [h for h in hrefs if name.lower() in h.lower()]
@@ -249,6 +252,49 @@ def check_notebook_page(page, doc: str, slug: str, branch: str) -> list[str]:
     return problems
 
 
+RAW_MYST = ("{glue", "{term}", "{cite", "{numref}", "{ref}", "{doc}", "```{", ":::{")
+
+
+def check_reader_notebooks(site: Path) -> list[str]:
+    """The reader copies beside the site (``<build>/notebooks``, scripts/reader_notebooks.py):
+    one per notebook of the table of contents, with no raw MyST, every solution folded, and
+    every number the site's page states (myst-nb's ``pasted-text``) in the copy's text."""
+    import html
+    import re
+
+    import nbformat
+
+    problems = []
+    folder = site.parent / "notebooks"
+    for doc in toc_documents():
+        if not (ROOT / f"{doc}.ipynb").exists():
+            continue
+        copy = folder / f"{doc}.ipynb"
+        if not copy.exists():
+            problems.append(f"{doc}: no reader copy {copy}")
+            continue
+        nb = nbformat.read(copy, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        problems += [
+            f"{doc}: reader copy holds raw MyST {raw!r}" for raw in RAW_MYST if raw in text
+        ]
+        source = (ROOT / f"{doc}.ipynb").read_text(encoding="utf-8")
+        solutions = source.count("{solution}")
+        folded = text.count("<details><summary>Solution")
+        if folded != solutions:
+            problems.append(f"{doc}: {solutions} solutions, {folded} folded in the reader copy")
+        page = (site / f"{doc}.html").read_text(encoding="utf-8")
+        stated = re.findall(r'<span class="pasted-text">(.*?)</span>', page, re.S)
+        missing = sorted(n for n in {html.unescape(n) for n in stated} if n not in text)
+        if missing:
+            problems.append(
+                f"{doc}: numbers on the site missing from the reader copy: {missing[:5]}"
+            )
+        if any(c.cell_type == "code" and c.outputs for c in nb.cells):
+            problems.append(f"{doc}: the reader copy has outputs")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -261,7 +307,7 @@ def main() -> int:
             f"check_site: {args.site}/index.html not found; build the book first", file=sys.stderr
         )
         return 2
-    problems = check(args.site, args.screenshots)
+    problems = check_reader_notebooks(args.site) + check(args.site, args.screenshots)
     for p in problems:
         print("FAIL", p)
     print("site check:", "ok" if not problems else f"{len(problems)} problems")

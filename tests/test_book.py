@@ -7,7 +7,15 @@ import nbformat
 import pytest
 import yaml
 
-from scripts.book_config import ROOT, config, install_url, notebooks, pins, setup_cell_source
+from scripts.book_config import (
+    ROOT,
+    config,
+    install_url,
+    needs_minilm,
+    notebooks,
+    pins,
+    setup_cell_source,
+)
 
 NOTEBOOKS = notebooks()
 IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
@@ -32,8 +40,8 @@ def test_notebook_is_stored_without_outputs(path):
 def test_first_code_cell_installs_from_the_configured_repository(path):
     nb = nbformat.read(path, as_version=4)
     first = next(c for c in nb.cells if c.cell_type == "code")
-    assert install_url() in first.source
-    assert first.source == setup_cell_source()
+    assert install_url().removeprefix("fmbook @ ") in first.source
+    assert first.source == setup_cell_source(minilm=needs_minilm(nb))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

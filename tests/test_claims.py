@@ -317,3 +317,34 @@ def test_a_notebook_with_a_changed_setting_runs_to_its_end_by_hand_and_fails_str
     )
     assert "<td>answer</td><td>84 units</td><td>40 to 44</td>" in outputs
     assert "the end" in outputs
+
+
+def test_measured_falls_back_on_the_books_run_of_a_notebook_that_is_not_there(
+    tmp_path, monkeypatch, capsys
+):
+    """A reader copy opened alone (on Colab) reads the book's values of another notebook."""
+    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    monkeypatch.setenv("FMBOOK_BUDGET", "full")
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        claims.measured("elsewhere", tmp_path)
+    claims.provide_measured("elsewhere", "full", {"acc": 0.9})
+    assert claims.measured("elsewhere", tmp_path) == {"acc": 0.9}
+    assert "using the book's own run of it" in capsys.readouterr().out
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")  # the book's run was at another budget
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        claims.measured("elsewhere", tmp_path)
+    with pytest.raises(ValueError, match="budget"):
+        claims.provide_measured("elsewhere", "huge", {})
+
+
+def test_provided_thresholds_are_used_only_where_there_is_no_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMBOOK_CLAIMS_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("FMBOOK_BUDGET", "test")
+    claims.provide("carried", 'x = { kind = "result", test = { max = 1 }, full = { max = 1 } }')
+    assert claims.spec("carried", "x", folder=tmp_path).bounds == {"max": 1}
+    (tmp_path / "carried.claims.toml").write_text(
+        'x = { kind = "result", test = { max = 2 }, full = { max = 2 } }'
+    )
+    assert claims.spec("carried", "x", folder=tmp_path).bounds == {"max": 2}  # the file wins
+    with pytest.raises(ValueError, match="not TOML"):
+        claims.provide("broken", "x = [")

@@ -61,7 +61,8 @@ def notebook(tmp_path, cells=SOURCE):
         if tags:
             cell.metadata["tags"] = tags[0]
         nb.cells.append(cell)
-    nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="2\n")]
+    if len(nb.cells) > 3 and nb.cells[3].cell_type == "code":
+        nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="2\n")]
     path = tmp_path / "demo.ipynb"
     nbformat.write(nb, path)
     return path
@@ -141,3 +142,20 @@ def test_the_launch_buttons_open_the_branch_of_reader_copies():
     theme = config()["sphinx"]["config"]["html_theme_options"]
     assert reader_branch() == (theme["repository_branch"], theme["path_to_docs"])
     assert config()["sphinx"]["recursive_update"] is True  # merged into jupyter-book's own
+
+
+def test_a_copy_carries_the_books_values_of_the_notebooks_it_reads(tmp_path, site):
+    records = site.build / "claims"
+    records.mkdir()
+    (records / "2_minilm.full.json").write_text(
+        json.dumps({"claims": {"gpt_ll_large": {"value": 0.89, "kind": "result"}}})
+    )
+    cells = [("markdown", "# T"), ("code", 'records = claims.measured("2_minilm")\nclaims.check()')]
+    copy = reader.reader_copy(notebook(tmp_path, cells), "book/06_serving/demo", site, "full")
+    (carried,) = [c for c in copy.cells if "claims.provide" in c.source]
+    assert 'claims.provide("2_minilm", """' in carried.source  # its thresholds
+    assert (
+        'claims.provide_measured("2_minilm", "full", json.loads(\'{"gpt_ll_large": 0.89}\'))'
+        in (carried.source)
+    )
+    assert carried.metadata["jupyter"] == {"source_hidden": True}

@@ -32,6 +32,7 @@ class AnySite(reader.Site):
 
     def __init__(self):
         self.url, self.anchors, self.citations = "https://example.org/", {}, {}
+        self.build = None  # no records of other notebooks
 
     def glue(self, doc):
         return _Anything()

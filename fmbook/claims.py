@@ -453,6 +453,15 @@ def _number(value: float, unit: str) -> str:
     return f"{value:.4g}" + (f" {unit}" if unit else "")
 
 
+def _folded(lines: list[str]) -> str:
+    """Every claim line, folded away under a summary that counts them."""
+    return (
+        f"<details><summary>every claim of this page ({len(lines)})</summary><pre>"
+        + html.escape("\n".join(lines))
+        + "</pre></details>"
+    )
+
+
 def _show(lines: list[str], summary: str, problems: list[str]) -> None:
     """Print the claim lines and the summary; in Jupyter, the summary with the lines folded away."""
     if not in_notebook():
@@ -465,9 +474,7 @@ def _show(lines: list[str], summary: str, problems: list[str]) -> None:
         HTML(
             f"<p><b>Claims.</b> {html.escape(summary)}</p>"
             + (f"<ul>{shown}</ul>" if shown else "")
-            + f"<details><summary>every claim of this page ({len(lines)})</summary><pre>"
-            + html.escape("\n".join(lines))
-            + "</pre></details>"
+            + _folded(lines)
         )
     )
 
@@ -497,9 +504,7 @@ def _show_moved(
         HTML(
             f"<p><b>Your run.</b> {html.escape(summary)}</p>{table}"
             + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-            + f"<details><summary>every claim of this page ({len(lines)})</summary><pre>"
-            + html.escape("\n".join(lines))
-            + "</pre></details>"
+            + _folded(lines)
         )
     )
 

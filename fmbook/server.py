@@ -95,7 +95,7 @@ def request_model(max_new_tokens: int) -> type[BaseModel]:
         raise ValueError(
             f"request_model: max_new_tokens must be an int >= 1, got {max_new_tokens!r}"
         )
-    limit = max_new_tokens
+    limit = max_new_tokens  # the class body's own field max_new_tokens hides the argument
 
     class GenerateRequest(BaseModel):
         """A request for a continuation of ``prompt``."""
@@ -191,7 +191,7 @@ def _describe(error: dict) -> dict:
     return {
         "loc": [p if isinstance(p, int | str) else str(p) for p in loc],
         "msg": f"{field}: {msg}",
-        "type": str(error.get("type", "invalid")),
+        "type": kind,
     }
 
 

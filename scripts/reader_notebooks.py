@@ -29,6 +29,7 @@ _config.yml's repository entry (scripts/book_config.py).
 from __future__ import annotations
 
 import copy
+import functools
 import html
 import json
 import re
@@ -133,6 +134,7 @@ class Site:
         return f"[({'; '.join(texts)})]({self.page('book/bibliography')})"
 
 
+@functools.cache  # many {doc} roles name the same few pages
 def title_of(doc: str) -> str:
     """The first heading of a page of the book (a notebook or a Markdown file)."""
     nb, md = ROOT / f"{doc}.ipynb", ROOT / f"{doc}.md"
@@ -258,14 +260,10 @@ def thresholds_cell(
     whose bounds it reads (named in its code), for a copy that runs away from its
     ``.claims.toml`` files (on Colab); and the values the book's run of those other notebooks
     recorded (``build/claims``), for a copy that reads them and runs alone."""
-    stems = [source.stem] + sorted(
-        p.name.removesuffix(".claims.toml")
-        for p in (ROOT / "book").rglob("*.claims.toml")
-        if p.name.removesuffix(".claims.toml") != source.stem
-        and f'"{p.name.removesuffix(".claims.toml")}"' in code
-    )
-    files = {stem: next((ROOT / "book").rglob(f"{stem}.claims.toml"), None) for stem in stems}
-    files = {stem: f for stem, f in files.items() if f is not None}
+    tomls = {p.name.removesuffix(".claims.toml"): p for p in (ROOT / "book").rglob("*.claims.toml")}
+    named = sorted(stem for stem in tomls if stem != source.stem and f'"{stem}"' in code)
+    stems = [source.stem, *named]
+    files = {stem: tomls[stem] for stem in stems if stem in tomls}
     if not files:
         return None
     lines = [
@@ -291,7 +289,8 @@ def thresholds_cell(
         lines.append(f'claims.provide_measured("{stem}", "{budget}", json.loads(\'{text}\'))')
     if records:
         lines.insert(1, "import json\n")
-    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    cell = nbformat.v4.new_code_cell("\n".join(lines), id="book-ranges")  # fixed ids: the same
+    # copy from the same build, so the published branch changes only where the book did
     cell.metadata.update({"jupyter": {"source_hidden": True}, "cellView": "form"})
     return cell
 
@@ -320,7 +319,7 @@ def reader_copy(source: Path, doc: str, site: Site, budget: str) -> nbformat.Not
                     cell.source = f"# @title (code)\n{cell.source}"
         cells.append(cell)
         if len(cells) == 1 and cell.cell_type == "markdown":
-            cells.append(nbformat.v4.new_markdown_cell(note(budget, site, doc)))
+            cells.append(nbformat.v4.new_markdown_cell(note(budget, site, doc), id="book-numbers"))
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
     setup = next((i for i, c in enumerate(cells) if c.cell_type == "code"), None)
     extra = thresholds_cell(source, code, site.build, budget)
